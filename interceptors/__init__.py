@@ -1,0 +1,1 @@
+"""grpc.aio interceptors, one concern per module, each knowing nothing about any service."""

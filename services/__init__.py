@@ -1,0 +1,1 @@
+"""Nova's gRPC services, one package each, and the runtime they share."""

@@ -1,0 +1,1 @@
+"""What every service shares: config, database, migrations, auth, server bootstrap, CLI."""

@@ -1,0 +1,120 @@
+"""Configuration: read once from NOVA_* environment variables into one typed object.
+
+Every value is checked at start; a bad one stops the process with a message naming the
+variable, what it holds and what it should hold.
+"""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+SERVICE_NAMES = ("user", "content", "feed", "analytics", "recommendation")
+
+DEFAULT_PORTS: Mapping[str, int] = {
+    "user": 50051,
+    "content": 50052,
+    "feed": 50053,
+    "analytics": 50054,
+    "recommendation": 50055,
+}
+
+PASSWORD_HASH_PROFILES = ("rfc9106-low-memory", "insecure-fast")
+
+class ConfigError(ValueError):
+    """A NOVA_* variable holds something Nova cannot use."""
+
+
+@dataclass(frozen=True)
+class Config:
+    database_url: str | None
+    """None means: start an embedded PostgreSQL in data_dir."""
+    data_dir: Path
+    bind_host: str
+    ports: Mapping[str, int]
+    addresses: Mapping[str, str]
+    """Where clients (seed, bench, other services) reach each service."""
+    auth_secret: str | None
+    """None means: use (or create) a development key in data_dir."""
+    token_ttl_seconds: int
+    password_hash_profile: str
+    db_pool_size: int
+    db_acquire_timeout_ms: int
+    shutdown_grace_seconds: float
+    log_level: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
+        """Reads the configuration, e.g. ``Config.from_env({"NOVA_USER_PORT": "0"})``."""
+        env = os.environ if env is None else env
+        read = _Reader(env)
+        host = read.text("NOVA_BIND_HOST", "localhost")
+        ports = {
+            name: read.number(f"NOVA_{name.upper()}_PORT", default, 0, 65535)
+            for name, default in DEFAULT_PORTS.items()
+        }
+        addresses = {
+            name: read.text(
+                f"NOVA_{name.upper()}_ADDRESS", f"{_client_host(host)}:{ports[name]}"
+            )
+            for name in SERVICE_NAMES
+        }
+        return cls(
+            database_url=read.optional("NOVA_DATABASE_URL"),
+            data_dir=Path(read.text("NOVA_DATA_DIR", ".nova")).absolute(),
+            bind_host=host,
+            ports=ports,
+            addresses=addresses,
+            auth_secret=read.optional("NOVA_AUTH_SECRET", minimum_length=32),
+            token_ttl_seconds=read.number("NOVA_TOKEN_TTL_SECONDS", 3600, 60, 30 * 86400),
+            password_hash_profile=read.choice(
+                "NOVA_PASSWORD_HASH_PROFILE", PASSWORD_HASH_PROFILES[0], PASSWORD_HASH_PROFILES
+            ),
+            db_pool_size=read.number("NOVA_DB_POOL_SIZE", 10, 1, 1000),
+            db_acquire_timeout_ms=read.number("NOVA_DB_ACQUIRE_TIMEOUT_MS", 1000, 1, 60_000),
+            shutdown_grace_seconds=read.number("NOVA_SHUTDOWN_GRACE_SECONDS", 5, 0, 300),
+            log_level=read.choice(
+                "NOVA_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True
+            ),
+        )
+
+
+def _client_host(bind_host: str) -> str:
+    return "localhost" if bind_host in ("0.0.0.0", "[::]", "::", "") else bind_host
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def optional(self, name: str, *, minimum_length: int = 1) -> str | None:
+        value = self._env.get(name, "").strip()
+        if not value:
+            return None
+        if len(value) < minimum_length:
+            raise ConfigError(
+                f"{name} must be at least {minimum_length} characters long, got {len(value)}"
+            )
+        return value
+
+    def text(self, name: str, default: str) -> str:
+        return self._env.get(name, "").strip() or default
+
+    def number(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self._env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise ConfigError(f"{name} must be a whole number from {low} to {high}; got {raw!r}")
+        return value
+
+    def choice(self, name: str, default: str, options: tuple[str, ...], upper: bool = False) -> str:
+        value = self.text(name, default)
+        value = value.upper() if upper else value
+        if value not in options:
+            raise ConfigError(f"{name} must be one of {', '.join(options)}; got {value!r}")
+        return value

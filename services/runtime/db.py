@@ -1,0 +1,58 @@
+"""The process's PostgreSQL pool, with a bounded wait for a connection.
+
+Waiting for a connection is the first place an overloaded service queues; past the bound
+the call fails at once with RESOURCE_EXHAUSTED (the plan's "pool exhaustion early
+rejection") instead of hanging until its deadline.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+
+from services.runtime.errors import ResourceExhausted
+
+
+@dataclass(frozen=True)
+class Database:
+    pool: asyncpg.Pool
+    acquire_timeout_s: float
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            conn = await self.pool.acquire(timeout=self.acquire_timeout_s)
+        except TimeoutError:
+            raise ResourceExhausted(
+                f"the database is busy: no connection came free within "
+                f"{self.acquire_timeout_s * 1000:.0f} ms; retry with backoff"
+            ) from None
+        try:
+            yield conn
+        finally:
+            await self.pool.release(conn)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """One connection and one transaction: ``async with db.transaction() as conn: ...``."""
+        async with self.connection() as conn, conn.transaction():
+            yield conn
+
+
+@asynccontextmanager
+async def open_database(
+    dsn: str, *, size: int, acquire_timeout_ms: int
+) -> AsyncIterator[Database]:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min(2, size),
+        max_size=size,
+        command_timeout=30,
+        server_settings={"application_name": "nova"},
+    )
+    try:
+        yield Database(pool=pool, acquire_timeout_s=acquire_timeout_ms / 1000)
+    finally:
+        await asyncio.wait_for(pool.close(), timeout=10)

@@ -1,0 +1,1 @@
+"""The user service: accounts, profiles, the follow graph, preferences and sign-in."""
