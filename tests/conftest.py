@@ -1,0 +1,154 @@
+"""Shared fixtures: a real PostgreSQL database, every service on port 0, and signed-in users.
+
+NOVA_TEST_DATABASE_URL names a server to use (CI points it at the machine's PostgreSQL);
+without it an embedded one (pgserver) starts in a temporary folder. Either way the session
+gets a fresh database of its own, dropped at the end.
+"""
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+from grpc import aio
+
+from nova.user.v1 import user_pb2, user_pb2_grpc
+from services.runtime.app import migrate_services, open_dependencies, serve
+from services.runtime.config import Config
+from services.runtime.registry import SERVICES
+from services.runtime.service import Dependencies
+
+
+@pytest.fixture(scope="session")
+def tmp_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("nova-data")
+
+
+@pytest.fixture(scope="session")
+async def server_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """A PostgreSQL server's URL (its maintenance database)."""
+    configured = os.environ.get("NOVA_TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    from services.runtime.embedded_postgres import embedded_postgres
+
+    async with embedded_postgres(tmp_path_factory.mktemp("embedded-pg")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    """A fresh database for this test session."""
+    name = f"nova_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    yield _with_database(server_url, name)
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+def _with_database(url: str, name: str) -> str:
+    """Points a postgresql:// URL (host or socket form) at another database."""
+    base, _, query = url.partition("?")
+    scheme, _, rest = base.partition("://")
+    authority, _, _ = rest.partition("/")
+    return f"{scheme}://{authority}/{name}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture(scope="session")
+def config(database_url: str, tmp_data_dir: Path) -> Config:
+    return Config.from_env(
+        {
+            "NOVA_DATABASE_URL": database_url,
+            "NOVA_DATA_DIR": str(tmp_data_dir),
+            "NOVA_BIND_HOST": "127.0.0.1",
+            "NOVA_AUTH_SECRET": "test-secret-" + "x" * 40,
+            "NOVA_PASSWORD_HASH_PROFILE": "insecure-fast",
+            "NOVA_SHUTDOWN_GRACE_SECONDS": "0",
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+async def deps(config: Config) -> AsyncIterator[Dependencies]:
+    async with open_dependencies(config) as deps:
+        await migrate_services(deps.db, SERVICES.values())
+        yield deps
+
+
+@pytest.fixture(scope="session")
+async def addresses(deps: Dependencies) -> AsyncIterator[dict[str, str]]:
+    """Every service, started on a free port: name -> "127.0.0.1:port"."""
+    ports = dict.fromkeys(SERVICES, 0)
+    async with serve(deps, SERVICES.values(), ports=ports) as servers:
+        yield {running.spec.name: f"127.0.0.1:{running.port}" for running in servers}
+
+
+@pytest.fixture(scope="session")
+async def channels(addresses: dict[str, str]) -> AsyncIterator[dict[str, aio.Channel]]:
+    opened = {name: aio.insecure_channel(address) for name, address in addresses.items()}
+    yield opened
+    for channel in opened.values():
+        await channel.close()
+
+
+@pytest.fixture(scope="session")
+def users(channels: dict[str, aio.Channel]) -> user_pb2_grpc.UserServiceStub:
+    return user_pb2_grpc.UserServiceStub(channels["user"])
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    user: user_pb2.User
+    token: str
+    password: str
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),)
+
+
+SignUp = Callable[..., Awaitable[SignedIn]]
+
+
+@pytest.fixture(scope="session")
+def sign_up(users: user_pb2_grpc.UserServiceStub) -> SignUp:
+    """Creates a user with a unique handle and signs them in: ``alice = await sign_up()``."""
+
+    async def create(prefix: str = "u", **fields: str) -> SignedIn:
+        handle = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        password = "correct horse battery"
+        created = await users.CreateUser(
+            user_pb2.CreateUserRequest(
+                handle=handle, email=f"{handle}@example.com", password=password, **fields
+            )
+        )
+        auth = await users.Authenticate(
+            user_pb2.AuthenticateRequest(login=handle, password=password)
+        )
+        return SignedIn(user=created.user, token=auth.access_token, password=password)
+
+    return create
+
+
+def status_of(error: pytest.ExceptionInfo[aio.AioRpcError]) -> tuple[grpc.StatusCode, str]:
+    return error.value.code(), error.value.details() or ""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_proxy() -> Iterator[None]:
+    # gRPC honours http_proxy; tests only ever talk to 127.0.0.1.
+    saved = {k: os.environ.pop(k) for k in ("http_proxy", "https_proxy", "grpc_proxy") if k in os.environ}
+    yield
+    os.environ.update(saved)
