@@ -8,19 +8,28 @@ generators are wrapped as generators, others (which write with `context.write`) 
 coroutines.
 """
 
+from __future__ import annotations
+
 import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc import aio
 
-Scope = Callable[[aio.ServicerContext[Any, Any]], AbstractAsyncContextManager[None]]
+if TYPE_CHECKING:
+    Scope = Callable[[aio.ServicerContext[Any, Any]], AbstractAsyncContextManager[None]]
+    # grpc-stubs makes these generic; grpcio's runtime classes are not subscriptable.
+    ServerInterceptor = aio.ServerInterceptor[Any, Any]
+else:
+    ServerInterceptor = aio.ServerInterceptor
 Behavior = Callable[..., Any]
 
 
-def wrap_handler(handler: grpc.RpcMethodHandler, scope: Scope) -> grpc.RpcMethodHandler:
+def wrap_handler(
+    handler: grpc.RpcMethodHandler[Any, Any], scope: Scope
+) -> grpc.RpcMethodHandler[Any, Any]:
     kwargs = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
@@ -31,13 +40,16 @@ def wrap_handler(handler: grpc.RpcMethodHandler, scope: Scope) -> grpc.RpcMethod
         return grpc.unary_stream_rpc_method_handler(_wrap(handler.unary_stream, scope), **kwargs)
     if handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(_wrap(handler.stream_unary, scope), **kwargs)
+    assert handler.stream_stream is not None
     return grpc.stream_stream_rpc_method_handler(_wrap(handler.stream_stream, scope), **kwargs)
 
 
 def _wrap(behavior: Behavior, scope: Scope) -> Behavior:
     if inspect.isasyncgenfunction(behavior):
 
-        async def stream(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        async def stream(
+            request: Any, context: aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
             async with scope(context):
                 async for response in behavior(request, context):
                     yield response

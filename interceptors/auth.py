@@ -6,6 +6,8 @@ with UNAUTHENTICATED before the servicer runs, so a typo never silently downgrad
 caller to anonymous.
 """
 
+from __future__ import annotations
+
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -14,12 +16,12 @@ from typing import Any, Generic, TypeVar
 import grpc
 from grpc import aio
 
-from interceptors._handlers import metadata_value, wrap_handler
+from interceptors._handlers import ServerInterceptor, metadata_value, wrap_handler
 
 T = TypeVar("T")
 
 
-class AuthInterceptor(aio.ServerInterceptor, Generic[T]):
+class AuthInterceptor(ServerInterceptor, Generic[T]):
     """`verify` turns a token into a caller or raises `invalid` with a message for people."""
 
     def __init__(
@@ -34,9 +36,11 @@ class AuthInterceptor(aio.ServerInterceptor, Generic[T]):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(details)
         if handler is None:
             return handler

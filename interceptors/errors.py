@@ -6,6 +6,8 @@ and the caller gets INTERNAL with a request id to quote, never the exception's t
 `context.abort` and cancellation pass through untouched.
 """
 
+from __future__ import annotations
+
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -15,14 +17,14 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from interceptors._handlers import metadata_value, wrap_handler
+from interceptors._handlers import ServerInterceptor, metadata_value, wrap_handler
 
 log = logging.getLogger("nova.errors")
 
 REQUEST_ID_KEY = "x-request-id"
 
 
-class ErrorMappingInterceptor(aio.ServerInterceptor):
+class ErrorMappingInterceptor(ServerInterceptor):
     def __init__(self, table: Mapping[type[Exception], grpc.StatusCode]) -> None:
         self._table = dict(table)
 
@@ -34,9 +36,11 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(details)
         if handler is None:
             return handler

@@ -5,22 +5,28 @@ without it an embedded one (pgserver) starts in a temporary folder. Either way t
 gets a fresh database of its own, dropped at the end.
 """
 
+from __future__ import annotations
+
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import grpc
 import pytest
 from grpc import aio
-
 from nova.user.v1 import user_pb2, user_pb2_grpc
+
 from services.runtime.app import migrate_services, open_dependencies, serve
 from services.runtime.config import Config
 from services.runtime.registry import SERVICES
 from services.runtime.service import Dependencies
+
+if TYPE_CHECKING:
+    from nova.user.v1.user_pb2_grpc import UserServiceAsyncStub
 
 
 @pytest.fixture(scope="session")
@@ -100,11 +106,11 @@ async def channels(addresses: dict[str, str]) -> AsyncIterator[dict[str, aio.Cha
     opened = {name: aio.insecure_channel(address) for name, address in addresses.items()}
     yield opened
     for channel in opened.values():
-        await channel.close()
+        await channel.close(None)
 
 
 @pytest.fixture(scope="session")
-def users(channels: dict[str, aio.Channel]) -> user_pb2_grpc.UserServiceStub:
+def users(channels: dict[str, aio.Channel]) -> UserServiceAsyncStub:
     return user_pb2_grpc.UserServiceStub(channels["user"])
 
 
@@ -123,7 +129,7 @@ SignUp = Callable[..., Awaitable[SignedIn]]
 
 
 @pytest.fixture(scope="session")
-def sign_up(users: user_pb2_grpc.UserServiceStub) -> SignUp:
+def sign_up(users: UserServiceAsyncStub) -> SignUp:
     """Creates a user with a unique handle and signs them in: ``alice = await sign_up()``."""
 
     async def create(prefix: str = "u", **fields: str) -> SignedIn:
@@ -149,6 +155,8 @@ def status_of(error: pytest.ExceptionInfo[aio.AioRpcError]) -> tuple[grpc.Status
 @pytest.fixture(scope="session", autouse=True)
 def _no_proxy() -> Iterator[None]:
     # gRPC honours http_proxy; tests only ever talk to 127.0.0.1.
-    saved = {k: os.environ.pop(k) for k in ("http_proxy", "https_proxy", "grpc_proxy") if k in os.environ}
+    saved = {
+        k: os.environ.pop(k) for k in ("http_proxy", "https_proxy", "grpc_proxy") if k in os.environ
+    }
     yield
     os.environ.update(saved)

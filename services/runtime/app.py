@@ -16,9 +16,9 @@ from services.runtime.service import Dependencies, ServiceSpec
 @asynccontextmanager
 async def open_dependencies(config: Config) -> AsyncIterator[Dependencies]:
     async with AsyncExitStack() as stack:
-        dsn = config.database_url or await stack.enter_async_context(
-            embedded_postgres(config.data_dir)
-        )
+        dsn = config.database_url
+        if dsn is None:
+            dsn = await stack.enter_async_context(embedded_postgres(config.data_dir))
         db = await stack.enter_async_context(
             open_database(
                 dsn, size=config.db_pool_size, acquire_timeout_ms=config.db_acquire_timeout_ms
@@ -34,9 +34,7 @@ async def migrate_services(db: Database, specs: Iterable[ServiceSpec]) -> dict[s
     applied = {}
     async with db.connection() as conn:
         for spec in specs:
-            applied[spec.name] = await migrate(
-                conn, schema=spec.schema, directory=spec.migrations
-            )
+            applied[spec.name] = await migrate(conn, schema=spec.schema, directory=spec.migrations)
     return applied
 
 

@@ -21,6 +21,7 @@ DEFAULT_PORTS: Mapping[str, int] = {
 
 PASSWORD_HASH_PROFILES = ("rfc9106-low-memory", "insecure-fast")
 
+
 class ConfigError(ValueError):
     """A NOVA_* variable holds something Nova cannot use."""
 
@@ -54,9 +55,7 @@ class Config:
             for name, default in DEFAULT_PORTS.items()
         }
         addresses = {
-            name: read.text(
-                f"NOVA_{name.upper()}_ADDRESS", f"{_client_host(host)}:{ports[name]}"
-            )
+            name: read.text(f"NOVA_{name.upper()}_ADDRESS", f"{_client_host(host)}:{ports[name]}")
             for name in SERVICE_NAMES
         }
         return cls(

@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import asyncpg
 
@@ -30,7 +31,8 @@ class Database:
                 f"{self.acquire_timeout_s * 1000:.0f} ms; retry with backoff"
             ) from None
         try:
-            yield conn
+            # A pool proxy behaves as the connection it wraps.
+            yield cast(asyncpg.Connection, conn)
         finally:
             await self.pool.release(conn)
 
@@ -42,9 +44,7 @@ class Database:
 
 
 @asynccontextmanager
-async def open_database(
-    dsn: str, *, size: int, acquire_timeout_ms: int
-) -> AsyncIterator[Database]:
+async def open_database(dsn: str, *, size: int, acquire_timeout_ms: int) -> AsyncIterator[Database]:
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min(2, size),

@@ -5,6 +5,7 @@ import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 
 @asynccontextmanager
@@ -19,10 +20,10 @@ async def embedded_postgres(data_dir: Path) -> AsyncIterator[str]:
     directory = data_dir / "postgres"
     directory.mkdir(parents=True, exist_ok=True)
 
-    def start() -> "pgserver.PostgresServer":
+    def start() -> Any:  # pgserver.PostgresServer; pgserver has no type hints
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return pgserver.get_server(directory, cleanup_mode="stop")
+            return pgserver.get_server(directory, cleanup_mode="stop")  # type: ignore[attr-defined]
 
     server = await asyncio.to_thread(start)
     try:

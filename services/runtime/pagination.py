@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from nova.common.v1 import page_pb2
+
 from services.runtime.errors import InvalidArgument
 
 _PREFIX = b"v1:"
@@ -28,7 +29,9 @@ def read_page(request: page_pb2.PageRequest, *, default: int = 20, maximum: int 
     if request.page_size < 0:
         raise InvalidArgument(f"page.page_size must not be negative, got {request.page_size}")
     if request.page_size > maximum:
-        raise InvalidArgument(f"page.page_size is {request.page_size}; at most {maximum} is allowed")
+        raise InvalidArgument(
+            f"page.page_size is {request.page_size}; at most {maximum} is allowed"
+        )
     return Page(size=request.page_size or default, after=decode_token(request.page_token))
 
 

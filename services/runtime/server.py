@@ -5,7 +5,10 @@ NOT_SERVING as soon as draining begins, so load balancers stop sending before th
 period ends.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import Any
 
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,7 +31,7 @@ class PortInUse(RuntimeError):
     pass
 
 
-def server_interceptors(deps: Dependencies) -> list[aio.ServerInterceptor]:
+def server_interceptors(deps: Dependencies) -> list[aio.ServerInterceptor[Any, Any]]:
     """The server chain, outermost first: error mapping sees everything the others raise."""
     return [
         ErrorMappingInterceptor(STATUS_BY_ERROR),
@@ -40,7 +43,7 @@ def server_interceptors(deps: Dependencies) -> list[aio.ServerInterceptor]:
 class RunningServer:
     spec: ServiceSpec
     server: aio.Server
-    health: health.aio.HealthServicer
+    health: Any  # grpc_health.v1.health.aio.HealthServicer (untyped)
     port: int
 
     async def stop(self, grace_seconds: float) -> None:
@@ -53,7 +56,7 @@ async def start_server(
 ) -> RunningServer:
     server = aio.server(interceptors=server_interceptors(deps), options=_OPTIONS)
     spec.add_to_server(server, deps)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [spec.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME], server

@@ -34,7 +34,9 @@ def check_text(value: str, field: str, *, minimum: int, maximum: int) -> str:
     text = value.strip()
     if len(text) < minimum:
         raise InvalidArgument(
-            f"{field} is required" if minimum == 1 else f"{field} needs at least {minimum} characters"
+            f"{field} is required"
+            if minimum == 1
+            else f"{field} needs at least {minimum} characters"
         )
     if len(text) > maximum:
         raise InvalidArgument(f"{field} has {len(text)} characters; at most {maximum} are allowed")

@@ -8,10 +8,10 @@ from urllib.parse import urlsplit
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
-
 from nova.user.v1 import user_pb2, user_pb2_grpc
+
 from services.runtime.auth import Caller, TokenCodec, caller_or_none, current_tenant, require_caller
-from services.runtime.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from services.runtime.errors import InvalidArgument, Unauthenticated
 from services.runtime.ids import new_id
 from services.runtime.pagination import paginate, read_page
 from services.runtime.validation import check_text, parse_id, parse_ids
@@ -50,7 +50,9 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
             raise InvalidArgument(f"email {email[:254]!r} is not an e-mail address")
         if not 8 <= len(request.password) <= 128:
             raise InvalidArgument("password must be 8 to 128 characters long")
-        display_name = check_text(request.display_name or handle, "display_name", minimum=1, maximum=80)
+        display_name = check_text(
+            request.display_name or handle, "display_name", minimum=1, maximum=80
+        )
         user_id = new_id()
         user = await self._users.create_user(
             tenant_id=current_tenant(),

@@ -1,0 +1,168 @@
+"""`nova up` with no configuration at all, driven by the real grpcurl binary.
+
+This proves the zero-setup path on every run: the embedded PostgreSQL starts in the
+working folder's .nova/, migrations apply, every service answers reflection and health,
+and SIGTERM drains and exits cleanly.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from services.runtime.config import DEFAULT_PORTS
+from services.runtime.registry import SERVICES
+
+pytestmark = pytest.mark.e2e
+
+BIN = Path(sys.executable).parent
+READY_TIMEOUT_S = 180
+
+
+@dataclass
+class NovaUp:
+    process: subprocess.Popen[str]
+    endpoints: dict[str, str]
+    """Service short name -> host:port, as printed by `nova up`."""
+    output: list[str]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def nova_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NovaUp]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOVA_")}
+    # The default ports are the point of this test; only a developer's own running Nova
+    # (never CI) makes us move aside.
+    for name in SERVICES:
+        if not _port_free(DEFAULT_PORTS[name]):
+            env[f"NOVA_{name.upper()}_PORT"] = str(_free_port())
+    process = subprocess.Popen(
+        [str(BIN / "nova"), "up"],
+        cwd=tmp_path_factory.mktemp("nova-up"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    output: list[str] = []
+    endpoints: dict[str, str] = {}
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    for line in process.stdout:
+        output.append(line)
+        match = re.match(r"nova: (\w+)\s+nova\.\S+\s+(\S+:\d+)", line)
+        if match:
+            endpoints[match[1]] = match[2].replace("localhost", "127.0.0.1")
+        if "nova: ready" in line or time.monotonic() > deadline:
+            break
+    if "nova: ready" not in "".join(output):
+        process.kill()
+        pytest.fail("nova up did not become ready:\n" + "".join(output))
+    yield NovaUp(process=process, endpoints=endpoints, output=output)
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def grpcurl(*args: str) -> str:
+    result = subprocess.run(
+        [str(BIN / "grpcurl"), "-plaintext", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_every_service_is_listed_by_reflection(nova_up: NovaUp) -> None:
+    assert set(nova_up.endpoints) == set(SERVICES)
+    for name, address in nova_up.endpoints.items():
+        listed = grpcurl(address, "list").split()
+        assert SERVICES[name].full_name in listed
+        assert "grpc.health.v1.Health" in listed
+
+
+def test_describe_shows_the_rpcs_and_their_messages(nova_up: NovaUp) -> None:
+    described = grpcurl(nova_up.endpoints["user"], "describe", "nova.user.v1.UserService")
+    assert "rpc BatchGetUsers ( .nova.user.v1.BatchGetUsersRequest )" in described
+    message = grpcurl(nova_up.endpoints["user"], "describe", "nova.user.v1.User")
+    assert "int64 follower_count = 7;" in message
+
+
+def test_health_check_reports_serving(nova_up: NovaUp) -> None:
+    for address in nova_up.endpoints.values():
+        assert json.loads(grpcurl(address, "grpc.health.v1.Health/Check")) == {"status": "SERVING"}
+
+
+def test_create_get_and_authenticated_update_with_json(nova_up: NovaUp) -> None:
+    user = nova_up.endpoints["user"]
+    body = '{"handle": "grace", "email": "grace@example.com", "password": "hopper1906"}'
+    created = json.loads(grpcurl("-d", body, user, "nova.user.v1.UserService/CreateUser"))
+    assert created["user"]["handle"] == "grace"
+    fetched = json.loads(
+        grpcurl("-d", '{"handle": "grace"}', user, "nova.user.v1.UserService/GetUser")
+    )
+    assert fetched["user"]["id"] == created["user"]["id"]
+    auth = json.loads(
+        grpcurl(
+            "-d",
+            '{"login": "grace", "password": "hopper1906"}',
+            user,
+            "nova.user.v1.UserService/Authenticate",
+        )
+    )
+    updated = json.loads(
+        grpcurl(
+            "-H",
+            f"authorization: Bearer {auth['accessToken']}",
+            "-d",
+            '{"bio": "COBOL"}',
+            user,
+            "nova.user.v1.UserService/UpdateProfile",
+        )
+    )
+    assert updated["user"]["bio"] == "COBOL"
+
+
+def test_bad_input_comes_back_as_a_readable_status(nova_up: NovaUp) -> None:
+    result = subprocess.run(
+        [str(BIN / "grpcurl"), "-plaintext", "-d", '{"id": "nope"}', nova_up.endpoints["user"]]
+        + ["nova.user.v1.UserService/GetUser"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "InvalidArgument" in result.stderr
+    assert "id must be a UUID, got 'nope'" in result.stderr
+
+
+def test_sigterm_drains_and_exits_cleanly(nova_up: NovaUp) -> None:
+    nova_up.process.send_signal(signal.SIGTERM)
+    remaining, _ = nova_up.process.communicate(timeout=60)
+    assert nova_up.process.returncode == 0, remaining
+    assert "nova: draining" in remaining

@@ -1,0 +1,79 @@
+"""The server bootstrap: health, reflection, draining, port clashes and unexpected errors."""
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from interceptors.errors import ErrorMappingInterceptor
+from services.runtime.errors import STATUS_BY_ERROR
+from services.runtime.registry import SERVICES
+from services.runtime.server import PortInUse, start_server
+from services.runtime.service import Dependencies
+
+
+async def test_health_is_serving_then_not_serving_while_draining(deps: Dependencies) -> None:
+    spec = SERVICES["user"]
+    running = await start_server(spec, deps, host="127.0.0.1", port=0)
+    channel = aio.insecure_channel(f"127.0.0.1:{running.port}")
+    health = health_pb2_grpc.HealthStub(channel)
+    try:
+        for service in ("", spec.full_name):
+            response = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert response.status == health_pb2.HealthCheckResponse.SERVING
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=spec.full_name))
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        stopping = asyncio.create_task(running.stop(grace_seconds=1))
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        await stopping
+    finally:
+        await channel.close(None)
+
+
+async def test_a_taken_port_fails_with_the_variable_to_change(deps: Dependencies) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(PortInUse, match="set NOVA_USER_PORT"):
+            await start_server(SERVICES["user"], deps, host="127.0.0.1", port=port)
+
+
+@pytest.fixture
+async def crashing_server() -> AsyncIterator[str]:
+    async def crash(request: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
+        raise RuntimeError("database password is hunter2")
+
+    server = aio.server(interceptors=[ErrorMappingInterceptor(STATUS_BY_ERROR)])
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "test.Crash", {"Now": grpc.unary_unary_rpc_method_handler(crash)}
+            )
+        ]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop(None)
+
+
+async def test_an_unexpected_error_is_internal_with_a_request_id_and_no_internals(
+    crashing_server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with aio.insecure_channel(crashing_server) as channel:
+        call = channel.unary_unary("/test.Crash/Now")
+        with caplog.at_level(logging.ERROR, logger="nova.errors"):
+            with pytest.raises(aio.AioRpcError) as error:
+                await call(b"", metadata=(("x-request-id", "req-42"),))
+    assert error.value.code() == grpc.StatusCode.INTERNAL
+    assert error.value.details() == "internal error; quote request id req-42 when reporting it"
+    assert "hunter2" not in (error.value.details() or "")
+    assert "req-42" in caplog.text
+    assert "hunter2" in caplog.text  # the stack goes to the log, for the operator

@@ -1,0 +1,28 @@
+"""Every domain error has a status code, found along the class hierarchy."""
+
+import grpc
+
+from interceptors.errors import ErrorMappingInterceptor
+from services.runtime import errors
+
+
+def _all_subclasses(cls: type) -> set[type]:
+    found = set(cls.__subclasses__())
+    for sub in list(found):
+        found |= _all_subclasses(sub)
+    return found
+
+
+def test_every_domain_error_is_mapped_to_a_status_code() -> None:
+    interceptor = ErrorMappingInterceptor(errors.STATUS_BY_ERROR)
+    for cls in _all_subclasses(errors.NovaError):
+        assert interceptor.status_for(cls("x")) is not None, cls
+
+
+def test_subclasses_inherit_their_parents_code_and_strangers_have_none() -> None:
+    class HandleTaken(errors.AlreadyExists):
+        pass
+
+    interceptor = ErrorMappingInterceptor(errors.STATUS_BY_ERROR)
+    assert interceptor.status_for(HandleTaken("x")) == grpc.StatusCode.ALREADY_EXISTS
+    assert interceptor.status_for(KeyError("x")) is None
