@@ -41,6 +41,8 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # pgserver narrates every start at INFO; its warnings still show.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
 @main.command()

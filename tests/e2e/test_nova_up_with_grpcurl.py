@@ -150,8 +150,14 @@ def test_create_get_and_authenticated_update_with_json(nova_up: NovaUp) -> None:
 
 def test_bad_input_comes_back_as_a_readable_status(nova_up: NovaUp) -> None:
     result = subprocess.run(
-        [str(BIN / "grpcurl"), "-plaintext", "-d", '{"id": "nope"}', nova_up.endpoints["user"]]
-        + ["nova.user.v1.UserService/GetUser"],
+        [
+            str(BIN / "grpcurl"),
+            "-plaintext",
+            "-d",
+            '{"id": "nope"}',
+            nova_up.endpoints["user"],
+            "nova.user.v1.UserService/GetUser",
+        ],
         capture_output=True,
         text=True,
         timeout=30,

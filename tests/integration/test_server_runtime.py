@@ -68,12 +68,42 @@ async def test_an_unexpected_error_is_internal_with_a_request_id_and_no_internal
     crashing_server: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with aio.insecure_channel(crashing_server) as channel:
-        call = channel.unary_unary("/test.Crash/Now")
-        with caplog.at_level(logging.ERROR, logger="nova.errors"):
-            with pytest.raises(aio.AioRpcError) as error:
-                await call(b"", metadata=(("x-request-id", "req-42"),))
+        call = channel.unary_unary("/test.Crash/Now", None, None)
+        with (
+            caplog.at_level(logging.ERROR, logger="nova.errors"),
+            pytest.raises(aio.AioRpcError) as error,
+        ):
+            await call(b"", metadata=(("x-request-id", "req-42"),))
     assert error.value.code() == grpc.StatusCode.INTERNAL
     assert error.value.details() == "internal error; quote request id req-42 when reporting it"
     assert "hunter2" not in (error.value.details() or "")
     assert "req-42" in caplog.text
     assert "hunter2" in caplog.text  # the stack goes to the log, for the operator
+
+
+async def test_an_exhausted_pool_answers_resource_exhausted_instead_of_hanging(
+    deps: Dependencies, database_url: str
+) -> None:
+    from dataclasses import replace
+
+    from nova.user.v1 import user_pb2, user_pb2_grpc
+
+    from services.runtime.db import open_database
+
+    async with open_database(database_url, size=1, acquire_timeout_ms=50) as tiny:
+        running = await start_server(
+            SERVICES["user"], replace(deps, db=tiny), host="127.0.0.1", port=0
+        )
+        try:
+            async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                users = user_pb2_grpc.UserServiceStub(channel)
+                async with tiny.connection():
+                    with pytest.raises(aio.AioRpcError) as error:
+                        await users.GetUser(user_pb2.GetUserRequest(handle="anyone"), timeout=5)
+                assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "no connection came free within 50 ms" in (error.value.details() or "")
+                with pytest.raises(aio.AioRpcError) as error:
+                    await users.GetUser(user_pb2.GetUserRequest(handle="anyone"), timeout=5)
+                assert error.value.code() == grpc.StatusCode.NOT_FOUND
+        finally:
+            await running.stop(0)

@@ -1,0 +1,54 @@
+"""The `nova` command's own behaviour: migrate, and clear errors for bad configuration."""
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.conftest import _with_database
+
+NOVA = str(Path(sys.executable).parent / "nova")
+
+
+@pytest.fixture
+async def empty_database(server_url: str) -> AsyncIterator[str]:
+    name = f"nova_cli_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f"CREATE DATABASE {name}")
+    yield _with_database(server_url, name)
+    await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    await admin.close()
+
+
+def _nova(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NOVA_")}
+    return subprocess.run(
+        [NOVA, *args], env=clean | env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_migrate_applies_once_then_reports_up_to_date(empty_database: str) -> None:
+    first = _nova("migrate", NOVA_DATABASE_URL=empty_database)
+    assert first.returncode == 0, first.stderr
+    assert "user: 0001_create_users.sql" in first.stdout
+    again = _nova("migrate", NOVA_DATABASE_URL=empty_database)
+    assert again.returncode == 0, again.stderr
+    assert "user: up to date" in again.stdout
+
+
+def test_a_bad_variable_stops_the_command_with_its_name() -> None:
+    result = _nova("migrate", NOVA_USER_PORT="fifty")
+    assert result.returncode != 0
+    assert "NOVA_USER_PORT must be a whole number from 0 to 65535; got 'fifty'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unknown_service_is_named_with_the_choices() -> None:
+    result = _nova("serve", "billing")
+    assert result.returncode == 2
+    assert "'billing' is not one of" in result.stderr
