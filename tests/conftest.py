@@ -18,8 +18,8 @@ import asyncpg
 import grpc
 import pytest
 from grpc import aio
-from nova.user.v1 import user_pb2, user_pb2_grpc
 
+from nova.user.v1 import user_pb2, user_pb2_grpc
 from services.runtime.app import migrate_services, open_dependencies, serve
 from services.runtime.config import Config
 from services.runtime.registry import SERVICES

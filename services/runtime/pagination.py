@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from nova.common.v1 import page_pb2
-
 from services.runtime.errors import InvalidArgument
 
 _PREFIX = b"v1:"

@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from grpc import aio
-from nova.user.v1 import user_pb2_grpc
 
+from nova.user.v1 import user_pb2_grpc
 from services.runtime.service import Dependencies, ServiceSpec
 from services.user.passwords import Passwords
 from services.user.repository import UserRepository

@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
-from nova.user.v1 import user_pb2, user_pb2_grpc
 
+from nova.user.v1 import user_pb2, user_pb2_grpc
 from services.runtime.auth import Caller, TokenCodec, caller_or_none, current_tenant, require_caller
 from services.runtime.errors import InvalidArgument, Unauthenticated
 from services.runtime.ids import new_id

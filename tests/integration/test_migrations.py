@@ -79,5 +79,5 @@ def test_migration_files_must_be_numbered(tmp_path: Path) -> None:
     from services.runtime.migrations import load_migrations
 
     _write(tmp_path / "m", {"create_things.sql": "SELECT 1;"})
-    with pytest.raises(MigrationError, match="named like 0001_create_users.sql"):
+    with pytest.raises(MigrationError, match=r"named like 0001_create_users\.sql"):
         load_migrations(tmp_path / "m")

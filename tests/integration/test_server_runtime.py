@@ -87,7 +87,6 @@ async def test_an_exhausted_pool_answers_resource_exhausted_instead_of_hanging(
     from dataclasses import replace
 
     from nova.user.v1 import user_pb2, user_pb2_grpc
-
     from services.runtime.db import open_database
 
     async with open_database(database_url, size=1, acquire_timeout_ms=50) as tiny:

@@ -9,9 +9,9 @@ import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 from grpc import aio
+
 from nova.common.v1 import page_pb2
 from nova.user.v1 import user_pb2
-
 from tests.conftest import SignUp, status_of
 
 if TYPE_CHECKING:
