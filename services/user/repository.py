@@ -4,8 +4,8 @@ import dataclasses
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -49,6 +49,33 @@ _SELECT_USERS = """
            ON f.tenant_id = u.tenant_id AND f.follower_id = $2 AND f.followee_id = u.id
 """
 
+# $1 tenant, $2 viewer (NULL when anonymous), $3 user ids.
+BATCH_GET_USERS_SQL = _SELECT_USERS + "WHERE u.tenant_id = $1 AND u.id = ANY($3::uuid[])"
+
+
+def _follow_list_sql(*, anchor: str, other: str) -> str:
+    """Following and followers are one query read from opposite ends of a follow: the
+    `other` ends of the follows whose `anchor` is $3."""
+    return f"""
+    SELECT l.id AS follow_id, u.id, u.handle, u.email, u.display_name, u.bio,
+           u.avatar_url, u.follower_count, u.following_count, u.created_at,
+           f.follower_id IS NOT NULL AS followed_by_viewer
+    FROM user_service.follows l
+    JOIN user_service.users u ON u.tenant_id = l.tenant_id AND u.id = l.{other}
+    LEFT JOIN user_service.follows f ON f.tenant_id = u.tenant_id
+         AND f.follower_id = $2 AND f.followee_id = u.id
+    WHERE l.tenant_id = $1 AND l.{anchor} = $3
+      AND ($4::uuid IS NULL OR l.id < $4)
+    ORDER BY l.id DESC
+    LIMIT $5
+"""
+
+
+# $1 tenant, $2 viewer (NULL when anonymous), $3 user, $4 cursor (NULL for the first page),
+# $5 limit: (follow id, user) rows, newest follow first.
+LIST_FOLLOWING_SQL = _follow_list_sql(anchor="follower_id", other="followee_id")
+LIST_FOLLOWERS_SQL = _follow_list_sql(anchor="followee_id", other="follower_id")
+
 
 def _user(row: asyncpg.Record) -> UserRecord:
     return UserRecord(**dict(row))
@@ -78,7 +105,12 @@ class UserRepository:
                     """INSERT INTO user_service.users
                            (tenant_id, id, handle, email, password_hash, display_name)
                        VALUES ($1, $2, $3, $4, $5, $6)""",
-                    tenant_id, user_id, handle, email, password_hash, display_name,
+                    tenant_id,
+                    user_id,
+                    handle,
+                    email,
+                    password_hash,
+                    display_name,
                 )
             except asyncpg.UniqueViolationError as error:
                 if error.constraint_name == "users_email_key":
@@ -102,12 +134,16 @@ class UserRepository:
             if user_id is not None:
                 row = await conn.fetchrow(
                     _SELECT_USERS + "WHERE u.tenant_id = $1 AND u.id = $3",
-                    tenant_id, viewer_id, user_id,
+                    tenant_id,
+                    viewer_id,
+                    user_id,
                 )
             else:
                 row = await conn.fetchrow(
                     _SELECT_USERS + "WHERE u.tenant_id = $1 AND lower(u.handle) = lower($3)",
-                    tenant_id, viewer_id, handle,
+                    tenant_id,
+                    viewer_id,
+                    handle,
                 )
         if row is None:
             raise NotFound(f"no user with id {user_id}" if user_id else f"no user @{handle}")
@@ -118,8 +154,10 @@ class UserRepository:
     ) -> dict[uuid.UUID, UserRecord]:
         async with self._db.connection() as conn:
             rows = await conn.fetch(
-                _SELECT_USERS + "WHERE u.tenant_id = $1 AND u.id = ANY($3::uuid[])",
-                tenant_id, viewer_id, user_ids,
+                BATCH_GET_USERS_SQL,
+                tenant_id,
+                viewer_id,
+                user_ids,
             )
         return {row["id"]: _user(row) for row in rows}
 
@@ -132,7 +170,9 @@ class UserRepository:
             row = await conn.fetchrow(
                 _SELECT_USERS.replace("SELECT ", "SELECT u.password_hash, ", 1)
                 + f"WHERE u.tenant_id = $1 AND lower(u.{column}) = lower($3)",
-                tenant_id, None, login,
+                tenant_id,
+                None,
+                login,
             )
         if row is None:
             return None
@@ -157,7 +197,11 @@ class UserRepository:
                        avatar_url = coalesce($5, avatar_url),
                        updated_at = now()
                    WHERE tenant_id = $1 AND id = $2""",
-                tenant_id, user_id, display_name, bio, avatar_url,
+                tenant_id,
+                user_id,
+                display_name,
+                bio,
+                avatar_url,
             )
             if updated == "UPDATE 0":
                 raise _no_user(user_id)
@@ -178,10 +222,15 @@ class UserRepository:
                        VALUES ($1, $2, $3, $4)
                        ON CONFLICT DO NOTHING
                        RETURNING true""",
-                    tenant_id, follower_id, followee_id, new_id(),
+                    tenant_id,
+                    follower_id,
+                    followee_id,
+                    new_id(),
                 )
             except asyncpg.ForeignKeyViolationError as error:
-                missing = follower_id if "follower" in (error.constraint_name or "") else followee_id
+                missing = (
+                    follower_id if "follower" in (error.constraint_name or "") else followee_id
+                )
                 raise _no_user(missing) from None
             if inserted:
                 await self._count_follow(conn, tenant_id, follower_id, followee_id, 1)
@@ -195,7 +244,9 @@ class UserRepository:
                 """DELETE FROM user_service.follows
                    WHERE tenant_id = $1 AND follower_id = $2 AND followee_id = $3
                    RETURNING true""",
-                tenant_id, follower_id, followee_id,
+                tenant_id,
+                follower_id,
+                followee_id,
             )
             if deleted:
                 await self._count_follow(conn, tenant_id, follower_id, followee_id, -1)
@@ -218,7 +269,10 @@ class UserRepository:
                SET following_count = following_count + CASE WHEN id = $2 THEN $4 ELSE 0 END,
                    follower_count = follower_count + CASE WHEN id = $3 THEN $4 ELSE 0 END
                WHERE tenant_id = $1 AND id = ANY(ARRAY[$2, $3]::uuid[])""",
-            tenant_id, follower_id, followee_id, delta,
+            tenant_id,
+            follower_id,
+            followee_id,
+            delta,
         )
 
     @staticmethod
@@ -226,7 +280,8 @@ class UserRepository:
         return bool(
             await conn.fetchval(
                 "SELECT true FROM user_service.users WHERE tenant_id = $1 AND id = $2",
-                tenant_id, user_id,
+                tenant_id,
+                user_id,
             )
         )
 
@@ -241,7 +296,7 @@ class UserRepository:
     ) -> list[tuple[uuid.UUID, UserRecord]]:
         """(follow id, followee) pairs, newest follow first, older than `after`."""
         return await self._list_follows(
-            "follower_id", "followee_id", tenant_id, viewer_id, user_id, after, limit
+            LIST_FOLLOWING_SQL, tenant_id, viewer_id, user_id, after, limit
         )
 
     async def list_followers(
@@ -255,13 +310,12 @@ class UserRepository:
     ) -> list[tuple[uuid.UUID, UserRecord]]:
         """(follow id, follower) pairs, newest follow first, older than `after`."""
         return await self._list_follows(
-            "followee_id", "follower_id", tenant_id, viewer_id, user_id, after, limit
+            LIST_FOLLOWERS_SQL, tenant_id, viewer_id, user_id, after, limit
         )
 
     async def _list_follows(
         self,
-        anchor: str,
-        other: str,
+        sql: str,
         tenant_id: uuid.UUID,
         viewer_id: uuid.UUID | None,
         user_id: uuid.UUID,
@@ -270,18 +324,12 @@ class UserRepository:
     ) -> list[tuple[uuid.UUID, UserRecord]]:
         async with self._db.connection() as conn:
             rows = await conn.fetch(
-                f"""SELECT l.id AS follow_id, u.id, u.handle, u.email, u.display_name, u.bio,
-                           u.avatar_url, u.follower_count, u.following_count, u.created_at,
-                           f.follower_id IS NOT NULL AS followed_by_viewer
-                    FROM user_service.follows l
-                    JOIN user_service.users u ON u.tenant_id = l.tenant_id AND u.id = l.{other}
-                    LEFT JOIN user_service.follows f ON f.tenant_id = u.tenant_id
-                         AND f.follower_id = $2 AND f.followee_id = u.id
-                    WHERE l.tenant_id = $1 AND l.{anchor} = $3
-                      AND ($4::uuid IS NULL OR l.id < $4)
-                    ORDER BY l.id DESC
-                    LIMIT $5""",
-                tenant_id, viewer_id, user_id, after, limit,
+                sql,
+                tenant_id,
+                viewer_id,
+                user_id,
+                after,
+                limit,
             )
             if not rows and after is None and not await self._exists(conn, tenant_id, user_id):
                 raise _no_user(user_id)
@@ -299,7 +347,8 @@ class UserRepository:
             row = await conn.fetchrow(
                 f"""SELECT {", ".join(PREFERENCE_FIELDS)} FROM user_service.preferences
                     WHERE tenant_id = $1 AND user_id = $2""",
-                tenant_id, user_id,
+                tenant_id,
+                user_id,
             )
         return PreferencesRecord(**dict(row)) if row else PreferencesRecord()
 
@@ -317,21 +366,27 @@ class UserRepository:
                             interests, show_sensitive_content)
                        VALUES ($1, $2, $3, $4, $5, $6, $7)
                        ON CONFLICT (tenant_id, user_id) DO NOTHING""",
-                    tenant_id, user_id, *dataclasses.astuple(defaults),
+                    tenant_id,
+                    user_id,
+                    *dataclasses.astuple(defaults),
                 )
             except asyncpg.ForeignKeyViolationError:
                 raise _no_user(user_id) from None
             row = await conn.fetchrow(
                 f"""SELECT {", ".join(PREFERENCE_FIELDS)} FROM user_service.preferences
                     WHERE tenant_id = $1 AND user_id = $2 FOR UPDATE""",
-                tenant_id, user_id,
+                tenant_id,
+                user_id,
             )
+            assert row is not None
             updated = dataclasses.replace(PreferencesRecord(**dict(row)), **changes)
             await conn.execute(
                 """UPDATE user_service.preferences
                    SET language = $3, time_zone = $4, email_notifications = $5,
                        interests = $6, show_sensitive_content = $7, updated_at = now()
                    WHERE tenant_id = $1 AND user_id = $2""",
-                tenant_id, user_id, *dataclasses.astuple(updated),
+                tenant_id,
+                user_id,
+                *dataclasses.astuple(updated),
             )
         return updated

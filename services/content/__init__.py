@@ -1,0 +1,1 @@
+"""The content service: posts, comments and likes, with their counters."""

@@ -1,0 +1,284 @@
+"""SQL for the content service; every method is one transaction and returns plain dataclasses.
+
+The statements on the read (feed) path are module constants, so tests can EXPLAIN the
+exact text the service runs.
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from services.runtime.db import Database
+from services.runtime.errors import NotFound, PermissionDenied
+from services.runtime.ids import new_id
+
+
+@dataclass(frozen=True)
+class PostRecord:
+    id: uuid.UUID
+    author_id: uuid.UUID
+    text: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class CommentRecord:
+    id: uuid.UUID
+    post_id: uuid.UUID
+    author_id: uuid.UUID
+    text: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class PostStatsRecord:
+    post_id: uuid.UUID
+    like_count: int
+    comment_count: int
+    viewer_has_liked: bool
+
+
+NEWEST_CURSOR = uuid.UUID(int=(1 << 128) - 1)
+"""Sorts after every id. A first page asks for posts older than this rather than passing
+NULL, so `id < cursor` stays an index range condition in generic plans too."""
+
+_POST_COLUMNS = "id, author_id, text, created_at"
+
+# $1 tenant, $2 post ids. Order and duplicates are the caller's business.
+BATCH_GET_POSTS_SQL = f"""
+    SELECT {_POST_COLUMNS}
+    FROM content_service.posts
+    WHERE tenant_id = $1 AND id = ANY($2::uuid[])
+"""
+
+# $1 tenant, $2 author, $3 cursor (older than this id), $4 limit.
+LIST_USER_POSTS_SQL = f"""
+    SELECT {_POST_COLUMNS}
+    FROM content_service.posts
+    WHERE tenant_id = $1 AND author_id = $2 AND id < $3
+    ORDER BY id DESC
+    LIMIT $4
+"""
+
+# $1 tenant, $2 author ids, $3 cursor (older than this id), $4 limit. Each author gives at
+# most $4 posts from a short range scan of posts_author_idx, and the merge keeps the
+# newest $4 of those, so the cost follows authors x page size, never the authors' history.
+LIST_POSTS_BY_AUTHORS_SQL = f"""
+    SELECT p.id, p.author_id, p.text, p.created_at
+    FROM unnest($2::uuid[]) AS a(author_id)
+    CROSS JOIN LATERAL (
+        SELECT {_POST_COLUMNS}
+        FROM content_service.posts
+        WHERE tenant_id = $1 AND author_id = a.author_id AND id < $3
+        ORDER BY id DESC
+        LIMIT $4
+    ) p
+    ORDER BY p.id DESC
+    LIMIT $4
+"""
+
+# $1 tenant, $2 post ids, $3 comments per post. One row per comment, newest first within
+# each post, and one row with NULL comment columns for an existing post without comments,
+# so the caller can tell "no comments" from "no such post".
+BATCH_LIST_COMMENTS_SQL = """
+    SELECT p.id AS post_id, c.id, c.author_id, c.text, c.created_at
+    FROM content_service.posts p
+    LEFT JOIN LATERAL (
+        SELECT id, author_id, text, created_at
+        FROM content_service.comments
+        WHERE tenant_id = p.tenant_id AND post_id = p.id
+        ORDER BY id DESC
+        LIMIT $3
+    ) c ON true
+    WHERE p.tenant_id = $1 AND p.id = ANY($2::uuid[])
+    ORDER BY p.id, c.id DESC
+"""
+
+# $1 tenant, $2 post ids, $3 viewer (NULL when anonymous, which then matches no like).
+BATCH_GET_POST_STATS_SQL = """
+    SELECT p.id AS post_id, p.like_count, p.comment_count,
+           l.user_id IS NOT NULL AS viewer_has_liked
+    FROM content_service.posts p
+    LEFT JOIN content_service.likes l
+           ON l.tenant_id = p.tenant_id AND l.post_id = p.id AND l.user_id = $3
+    WHERE p.tenant_id = $1 AND p.id = ANY($2::uuid[])
+"""
+
+_POST_EXISTS = "SELECT true FROM content_service.posts WHERE tenant_id = $1 AND id = $2"
+
+_ADD_LIKES = """UPDATE content_service.posts SET like_count = like_count + $3
+                WHERE tenant_id = $1 AND id = $2"""
+
+
+def _no_post(post_id: uuid.UUID) -> NotFound:
+    return NotFound(f"no post with id {post_id}")
+
+
+class ContentRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create_post(
+        self, *, tenant_id: uuid.UUID, author_id: uuid.UUID, text: str
+    ) -> PostRecord:
+        async with self._db.transaction() as conn:
+            row = await conn.fetchrow(
+                f"""INSERT INTO content_service.posts (tenant_id, id, author_id, text)
+                    VALUES ($1, $2, $3, $4)
+                    RETURNING {_POST_COLUMNS}""",
+                tenant_id,
+                new_id(),
+                author_id,
+                text,
+            )
+        assert row is not None
+        return PostRecord(**row)
+
+    async def get_post(self, *, tenant_id: uuid.UUID, post_id: uuid.UUID) -> PostRecord:
+        found = await self.get_posts(tenant_id=tenant_id, post_ids=[post_id])
+        if post_id not in found:
+            raise _no_post(post_id)
+        return found[post_id]
+
+    async def get_posts(
+        self, *, tenant_id: uuid.UUID, post_ids: list[uuid.UUID]
+    ) -> dict[uuid.UUID, PostRecord]:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(BATCH_GET_POSTS_SQL, tenant_id, post_ids)
+        return {row["id"]: PostRecord(**row) for row in rows}
+
+    async def delete_post(
+        self, *, tenant_id: uuid.UUID, post_id: uuid.UUID, author_id: uuid.UUID
+    ) -> None:
+        """Deletes the post with its comments and likes (the foreign keys cascade)."""
+        async with self._db.transaction() as conn:
+            owner = await conn.fetchval(
+                """SELECT author_id FROM content_service.posts
+                   WHERE tenant_id = $1 AND id = $2 FOR UPDATE""",
+                tenant_id,
+                post_id,
+            )
+            if owner is None:
+                raise _no_post(post_id)
+            if owner != author_id:
+                raise PermissionDenied(
+                    f"post {post_id} belongs to another user; only its author can delete it"
+                )
+            await conn.execute(
+                "DELETE FROM content_service.posts WHERE tenant_id = $1 AND id = $2",
+                tenant_id,
+                post_id,
+            )
+
+    async def list_user_posts(
+        self, *, tenant_id: uuid.UUID, author_id: uuid.UUID, after: uuid.UUID | None, limit: int
+    ) -> list[PostRecord]:
+        """The author's posts, newest first, older than `after`."""
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                LIST_USER_POSTS_SQL, tenant_id, author_id, after or NEWEST_CURSOR, limit
+            )
+        return [PostRecord(**row) for row in rows]
+
+    async def list_posts_by_authors(
+        self,
+        *,
+        tenant_id: uuid.UUID,
+        author_ids: list[uuid.UUID],
+        after: uuid.UUID | None,
+        limit: int,
+    ) -> list[PostRecord]:
+        """The authors' posts merged, newest first, older than `after`."""
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                LIST_POSTS_BY_AUTHORS_SQL, tenant_id, author_ids, after or NEWEST_CURSOR, limit
+            )
+        return [PostRecord(**row) for row in rows]
+
+    async def create_comment(
+        self, *, tenant_id: uuid.UUID, post_id: uuid.UUID, author_id: uuid.UUID, text: str
+    ) -> CommentRecord:
+        async with self._db.transaction() as conn:
+            # Counting first locks the post, so it cannot be deleted before the insert.
+            counted = await conn.fetchval(
+                """UPDATE content_service.posts SET comment_count = comment_count + 1
+                   WHERE tenant_id = $1 AND id = $2
+                   RETURNING true""",
+                tenant_id,
+                post_id,
+            )
+            if not counted:
+                raise _no_post(post_id)
+            row = await conn.fetchrow(
+                """INSERT INTO content_service.comments (tenant_id, id, post_id, author_id, text)
+                   VALUES ($1, $2, $3, $4, $5)
+                   RETURNING id, post_id, author_id, text, created_at""",
+                tenant_id,
+                new_id(),
+                post_id,
+                author_id,
+                text,
+            )
+        assert row is not None
+        return CommentRecord(**row)
+
+    async def latest_comments(
+        self, *, tenant_id: uuid.UUID, post_ids: list[uuid.UUID], limit_per_post: int
+    ) -> dict[uuid.UUID, list[CommentRecord]]:
+        """Each existing post's newest comments, newest first; unknown posts are absent."""
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(BATCH_LIST_COMMENTS_SQL, tenant_id, post_ids, limit_per_post)
+        comments: dict[uuid.UUID, list[CommentRecord]] = {}
+        for row in rows:
+            of_post = comments.setdefault(row["post_id"], [])
+            if row["id"] is not None:
+                of_post.append(CommentRecord(**row))
+        return comments
+
+    async def like_post(
+        self, *, tenant_id: uuid.UUID, post_id: uuid.UUID, user_id: uuid.UUID
+    ) -> bool:
+        """True when the like is new; a repeat changes nothing."""
+        async with self._db.transaction() as conn:
+            # FOR KEY SHARE holds off a concurrent delete of the post (as the foreign key
+            # check would) without queueing behind other likers' counter updates.
+            if not await conn.fetchval(_POST_EXISTS + " FOR KEY SHARE", tenant_id, post_id):
+                raise _no_post(post_id)
+            inserted = await conn.fetchval(
+                """INSERT INTO content_service.likes (tenant_id, post_id, user_id)
+                   VALUES ($1, $2, $3)
+                   ON CONFLICT DO NOTHING
+                   RETURNING true""",
+                tenant_id,
+                post_id,
+                user_id,
+            )
+            if inserted:
+                await conn.execute(_ADD_LIKES, tenant_id, post_id, 1)
+            return bool(inserted)
+
+    async def unlike_post(
+        self, *, tenant_id: uuid.UUID, post_id: uuid.UUID, user_id: uuid.UUID
+    ) -> bool:
+        """True when a like was removed; unliking a post one never liked changes nothing."""
+        async with self._db.transaction() as conn:
+            deleted = await conn.fetchval(
+                """DELETE FROM content_service.likes
+                   WHERE tenant_id = $1 AND post_id = $2 AND user_id = $3
+                   RETURNING true""",
+                tenant_id,
+                post_id,
+                user_id,
+            )
+            if deleted:
+                await conn.execute(_ADD_LIKES, tenant_id, post_id, -1)
+            elif not await conn.fetchval(_POST_EXISTS, tenant_id, post_id):
+                raise _no_post(post_id)
+            return bool(deleted)
+
+    async def get_post_stats(
+        self, *, tenant_id: uuid.UUID, viewer_id: uuid.UUID | None, post_ids: list[uuid.UUID]
+    ) -> dict[uuid.UUID, PostStatsRecord]:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(BATCH_GET_POST_STATS_SQL, tenant_id, post_ids, viewer_id)
+        return {row["post_id"]: PostStatsRecord(**row) for row in rows}
