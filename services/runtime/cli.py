@@ -7,13 +7,17 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+import asyncpg
 import click
 import uvloop
 
 from services.runtime.app import migrate_services, open_dependencies, serve
+from services.runtime.bench.loadgen import Load
+from services.runtime.bench.rpc import BenchError, RpcBench, bench_rpc
 from services.runtime.config import Config, ConfigError
 from services.runtime.migrations import MigrationError
 from services.runtime.registry import SERVICES
+from services.runtime.seed import SeedError, SeedPlan, seed_and_report
 from services.runtime.server import PortInUse
 from services.runtime.service import ServiceSpec
 
@@ -26,11 +30,26 @@ def load_config() -> Config:
 
 
 def run(coroutine: Coroutine[Any, Any, None]) -> None:
-    """Runs on uvloop, turning the failures people cause into one-line errors."""
+    """Runs on uvloop, turning the failures people cause into one-line errors.
+
+    SIGTERM cancels the command, so its context managers (servers, subprocesses, pools)
+    close as they would on Ctrl-C; `up` and `serve` replace this with a graceful drain.
+    """
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        await coroutine
+
     try:
-        uvloop.run(coroutine)
+        uvloop.run(main())
+    except asyncio.CancelledError:
+        raise SystemExit(128 + signal.SIGTERM) from None
     except (PortInUse, MigrationError, OSError) as error:
         raise click.ClickException(str(error)) from None
+    except asyncpg.PostgresError as error:
+        raise click.ClickException(f"database: {error}") from None
 
 
 @click.group()
@@ -70,6 +89,101 @@ def migrate(services: tuple[str, ...]) -> None:
                 click.echo(f"{name}: {', '.join(applied) if applied else 'up to date'}")
 
     run(apply())
+
+
+@main.command(name="seed")
+@click.option("--users", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--posts-per-user", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option("--follows-per-user", type=click.IntRange(min=0), default=20, show_default=True)
+@click.option("--comments-per-post", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--likes-per-post", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Calls in flight at most.",
+)
+@click.option("--seed", "rng_seed", type=int, help="Seed of the RNG, for the same data shape.")
+def seed_command(
+    users: int,
+    posts_per_user: int,
+    follows_per_user: int,
+    comments_per_post: int,
+    likes_per_post: int,
+    concurrency: int,
+    rng_seed: int | None,
+) -> None:
+    """Create demo users, follows, posts, comments and likes through the gRPC APIs
+    (of the services at NOVA_USER_ADDRESS and NOVA_CONTENT_ADDRESS)."""
+    plan = SeedPlan(
+        users=users,
+        posts_per_user=posts_per_user,
+        follows_per_user=follows_per_user,
+        comments_per_post=comments_per_post,
+        likes_per_post=likes_per_post,
+    )
+    addresses = load_config().addresses
+    try:
+        run(seed_and_report(addresses, plan, concurrency=concurrency, rng_seed=rng_seed))
+    except SeedError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@main.group()
+def bench() -> None:
+    """Measure latency and throughput with an open-loop load generator."""
+
+
+@bench.command(name="rpc")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=500,
+    show_default=True,
+    help="Calls started per second, whatever the replies do.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10,
+    show_default=True,
+    help="Seconds measured per rpc.",
+)
+@click.option(
+    "--warmup",
+    type=click.FloatRange(min=0),
+    default=2,
+    show_default=True,
+    help="Seconds of unmeasured calls before each rpc's measurement.",
+)
+@click.option(
+    "--max-outstanding",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Calls in flight at most; calls due beyond it count as client_overloaded errors.",
+)
+@click.option(
+    "--users",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Demo users to seed first.",
+)
+def bench_rpc_command(
+    rate: float, duration: float, warmup: float, max_outstanding: int, users: int
+) -> None:
+    """Latency of Health/Check, GetUser, BatchGetUsers and BatchGetPosts at a fixed rate,
+    against `nova up` started in a subprocess on free ports."""
+    try:
+        load = Load(rate=rate, duration=duration, warmup=warmup, max_outstanding=max_outstanding)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    try:
+        run(bench_rpc(RpcBench(load=load, users=users)))
+    except (SeedError, BenchError) as error:
+        raise click.ClickException(str(error)) from None
 
 
 async def _serve_until_signal(config: Config, specs: list[ServiceSpec]) -> None:
