@@ -1,0 +1,25 @@
+"""Per-RPC values that server interceptors set and client interceptors read.
+
+A service that calls another while serving a request passes these on without any code of
+its own: the remaining deadline (so a downstream call never outlives its caller), the
+request id (so logs of one request join up across services), and the caller's
+authorization header (so the callee sees the same user). Trace context travels through
+OpenTelemetry's own context, not here.
+"""
+
+import time
+from contextvars import ContextVar
+
+deadline: ContextVar[float | None] = ContextVar("nova_deadline", default=None)
+"""Absolute time.monotonic() by which the current RPC must answer; None when unbounded."""
+
+request_id: ContextVar[str | None] = ContextVar("nova_request_id", default=None)
+
+authorization: ContextVar[str | None] = ContextVar("nova_authorization", default=None)
+"""The raw `authorization` metadata value of the RPC being served, if any."""
+
+
+def remaining_seconds() -> float | None:
+    """Seconds left before the current RPC's deadline (may be negative), or None."""
+    until = deadline.get()
+    return None if until is None else until - time.monotonic()
