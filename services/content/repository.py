@@ -11,6 +11,7 @@ from datetime import datetime
 from services.runtime.db import Database
 from services.runtime.errors import NotFound, PermissionDenied
 from services.runtime.ids import new_id
+from services.runtime.pagination import NEWEST_CURSOR
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,6 @@ class PostStatsRecord:
     comment_count: int
     viewer_has_liked: bool
 
-
-NEWEST_CURSOR = uuid.UUID(int=(1 << 128) - 1)
-"""Sorts after every id. A first page asks for posts older than this rather than passing
-NULL, so `id < cursor` stays an index range condition in generic plans too."""
 
 _POST_COLUMNS = "id, author_id, text, created_at"
 

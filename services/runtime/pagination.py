@@ -14,6 +14,10 @@ from nova.common.v1 import page_pb2
 from services.runtime.errors import InvalidArgument
 
 _PREFIX = b"v1:"
+
+NEWEST_CURSOR = uuid.UUID(int=(1 << 128) - 1)
+"""Sorts after every id. A first page asks for rows older than this rather than passing
+NULL, so `id < cursor` stays an index range condition in generic plans too."""
 T = TypeVar("T")
 
 

@@ -12,6 +12,7 @@ import asyncpg
 from services.runtime.db import Database
 from services.runtime.errors import AlreadyExists, NotFound
 from services.runtime.ids import new_id
+from services.runtime.pagination import NEWEST_CURSOR
 
 
 @dataclass(frozen=True)
@@ -65,13 +66,13 @@ def _follow_list_sql(*, anchor: str, other: str) -> str:
     LEFT JOIN user_service.follows f ON f.tenant_id = u.tenant_id
          AND f.follower_id = $2 AND f.followee_id = u.id
     WHERE l.tenant_id = $1 AND l.{anchor} = $3
-      AND ($4::uuid IS NULL OR l.id < $4)
+      AND l.id < $4
     ORDER BY l.id DESC
     LIMIT $5
 """
 
 
-# $1 tenant, $2 viewer (NULL when anonymous), $3 user, $4 cursor (NULL for the first page),
+# $1 tenant, $2 viewer (NULL when anonymous), $3 user, $4 cursor (older than this id),
 # $5 limit: (follow id, user) rows, newest follow first.
 LIST_FOLLOWING_SQL = _follow_list_sql(anchor="follower_id", other="followee_id")
 LIST_FOLLOWERS_SQL = _follow_list_sql(anchor="followee_id", other="follower_id")
@@ -324,12 +325,7 @@ class UserRepository:
     ) -> list[tuple[uuid.UUID, UserRecord]]:
         async with self._db.connection() as conn:
             rows = await conn.fetch(
-                sql,
-                tenant_id,
-                viewer_id,
-                user_id,
-                after,
-                limit,
+                sql, tenant_id, viewer_id, user_id, after or NEWEST_CURSOR, limit
             )
             if not rows and after is None and not await self._exists(conn, tenant_id, user_id):
                 raise _no_user(user_id)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from services.content import repository as content_sql
+from services.runtime.pagination import NEWEST_CURSOR
 from services.runtime.service import Dependencies
 from services.user import repository as user_sql
 
@@ -107,7 +108,7 @@ def _cases(tenant: uuid.UUID) -> dict[str, Case]:
     """Each feed-path constant with the parameters a busy page would send."""
     reader = 1
     star = followees(reader)[-1]
-    newest = content_sql.NEWEST_CURSOR
+    newest = NEWEST_CURSOR
     some_users = [user_id(n) for n in range(1, 101)]
     old_posts = [post_id(n) for n in range(1, 101)]
     return {
@@ -118,12 +119,12 @@ def _cases(tenant: uuid.UUID) -> dict[str, Case]:
         ),
         "user.LIST_FOLLOWING_SQL": Case(
             user_sql.LIST_FOLLOWING_SQL,
-            (tenant, user_id(star), user_id(reader), None, 21),
+            (tenant, user_id(star), user_id(reader), newest, 21),
             frozenset({"follows_following_idx", "users_pkey"}),
         ),
         "user.LIST_FOLLOWERS_SQL": Case(
             user_sql.LIST_FOLLOWERS_SQL,
-            (tenant, user_id(reader), user_id(star), None, 21),
+            (tenant, user_id(reader), user_id(star), newest, 21),
             frozenset({"follows_followers_idx", "users_pkey"}),
         ),
         "content.LIST_USER_POSTS_SQL": Case(
