@@ -48,7 +48,11 @@ async def serve(
         servers = []
         for spec in specs:
             running = await start_server(
-                spec, deps, host=deps.config.bind_host, port=ports[spec.name]
+                spec,
+                deps,
+                host=deps.config.bind_host,
+                port=ports[spec.name],
+                chain=deps.config.server,
             )
             stack.push_async_callback(running.stop, deps.config.shutdown_grace_seconds)
             servers.append(running)

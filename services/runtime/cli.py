@@ -5,16 +5,21 @@ import logging
 import signal
 import sys
 from collections.abc import Coroutine
+from contextlib import AsyncExitStack
 from typing import Any
 
 import asyncpg
 import click
 import uvloop
 
+from gateway.server import serve_gateway
 from services.runtime.app import migrate_services, open_dependencies, serve
+from services.runtime.bench import breaker, feed, hedging, overhead, overload, rotation
 from services.runtime.bench.loadgen import Load
 from services.runtime.bench.rpc import BenchError, RpcBench, bench_rpc
 from services.runtime.config import Config, ConfigError
+from services.runtime.logs import configure_logging
+from services.runtime.metrics import process_telemetry
 from services.runtime.migrations import MigrationError
 from services.runtime.registry import SERVICES
 from services.runtime.seed import SeedError, SeedPlan, seed_and_report
@@ -55,26 +60,26 @@ def run(coroutine: Coroutine[Any, Any, None]) -> None:
 @click.group()
 def main() -> None:
     """Nova: a gRPC-first social network backend."""
-    logging.basicConfig(
-        level=load_config().log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(load_config().log_level)
     # pgserver narrates every start at INFO; its warnings still show.
     logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
 @main.command()
 def up() -> None:
-    """Run every service in this process (embedded PostgreSQL unless NOVA_DATABASE_URL)."""
-    run(_serve_until_signal(load_config(), list(SERVICES.values())))
+    """Run every service and the GraphQL gateway in this process (embedded PostgreSQL
+    unless NOVA_DATABASE_URL)."""
+    run(_serve_until_signal(load_config(), list(SERVICES.values()), gateway=True))
 
 
 @main.command(name="serve")
-@click.argument("service", type=click.Choice(sorted(SERVICES)))
+@click.argument("service", type=click.Choice([*sorted(SERVICES), "gateway"]))
 def serve_one(service: str) -> None:
-    """Run one service (production: one process per service)."""
-    run(_serve_until_signal(load_config(), [SERVICES[service]]))
+    """Run one service, or the gateway (production: one process each)."""
+    if service == "gateway":
+        run(_serve_until_signal(load_config(), [], gateway=True))
+    else:
+        run(_serve_until_signal(load_config(), [SERVICES[service]], gateway=False))
 
 
 @main.command()
@@ -186,26 +191,53 @@ def bench_rpc_command(
         raise click.ClickException(str(error)) from None
 
 
-async def _serve_until_signal(config: Config, specs: list[ServiceSpec]) -> None:
+for scenario in (overload, overhead, breaker, hedging, rotation, feed):
+    bench.add_command(scenario.command)
+
+
+async def _serve_until_signal(config: Config, specs: list[ServiceSpec], *, gateway: bool) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with open_dependencies(config) as deps:
-        await migrate_services(deps.db, specs)
-        async with serve(deps, specs) as servers:
-            database = (
-                "NOVA_DATABASE_URL"
-                if config.database_url
-                else f"embedded PostgreSQL in {config.data_dir / 'postgres'}"
+    lines = []
+    async with AsyncExitStack() as stack:
+        scrape_port = stack.enter_context(
+            process_telemetry(
+                "nova", metrics_host=config.bind_host, metrics_port=config.metrics_port
             )
-            click.echo(f"nova: database: {database}")
+        )
+        if scrape_port is not None:
+            lines.append(f"metrics: http://{config.bind_host}:{scrape_port}/metrics")
+        addresses = dict(config.addresses)
+        if specs:
+            deps = await stack.enter_async_context(open_dependencies(config))
+            await migrate_services(deps.db, specs)
+            servers = await stack.enter_async_context(serve(deps, specs))
+            lines.append(
+                "database: NOVA_DATABASE_URL"
+                if config.database_url
+                else f"database: embedded PostgreSQL in {config.data_dir / 'postgres'}"
+            )
             for running in servers:
-                click.echo(
-                    f"nova: {running.spec.name:<15} {running.spec.full_name:<40} "
-                    f"{config.bind_host}:{running.port}"
+                address = f"{config.bind_host}:{running.port}"
+                # The gateway in this process calls the ports actually bound (0 = any).
+                addresses[running.spec.name] = address
+                lines.append(f"{running.spec.name:<15} {running.spec.full_name:<40} {address}")
+        if gateway:
+            running_gateway = await stack.enter_async_context(
+                serve_gateway(
+                    config.gateway,
+                    addresses,
+                    host=config.bind_host,
+                    grace_seconds=config.shutdown_grace_seconds,
                 )
-            click.echo("nova: ready (Ctrl-C to stop)", nl=True)
-            sys.stdout.flush()
-            await stop.wait()
-            click.echo("nova: draining…")
+            )
+            url = f"http://{config.bind_host}:{running_gateway.port}/graphql"
+            lines.append(f"{'gateway':<15} {'GraphQL (GraphiQL in a browser)':<40} {url}")
+        for line in lines:
+            click.echo(f"nova: {line}")
+        click.echo("nova: ready (Ctrl-C to stop)")
+        sys.stdout.flush()
+        await stop.wait()
+        click.echo("nova: draining…")

@@ -9,6 +9,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.settings import GatewaySettings
+from services.runtime.clients import ClientSettings
+from services.runtime.config_sections import (
+    client_settings,
+    gateway_settings,
+    metrics_port,
+    server_chain,
+)
+from services.runtime.env import ConfigError as ConfigError
+from services.runtime.env import EnvReader
+from services.runtime.server_chain import ServerChain
+
 SERVICE_NAMES = ("user", "content", "feed", "analytics", "recommendation")
 
 DEFAULT_PORTS: Mapping[str, int] = {
@@ -20,10 +32,6 @@ DEFAULT_PORTS: Mapping[str, int] = {
 }
 
 PASSWORD_HASH_PROFILES = ("rfc9106-low-memory", "insecure-fast")
-
-
-class ConfigError(ValueError):
-    """A NOVA_* variable holds something Nova cannot use."""
 
 
 @dataclass(frozen=True)
@@ -43,12 +51,19 @@ class Config:
     db_acquire_timeout_ms: int
     shutdown_grace_seconds: float
     log_level: str
+    clients: ClientSettings
+    """How services, seed and bench call services: pool, retries, breaker, hedging."""
+    gateway: GatewaySettings
+    server: ServerChain
+    """Which server interceptors run, and their limits."""
+    metrics_port: int | None
+    """Prometheus scrape endpoint; None: none, 0: any free port."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
         """Reads the configuration, e.g. ``Config.from_env({"NOVA_USER_PORT": "0"})``."""
         env = os.environ if env is None else env
-        read = _Reader(env)
+        read = EnvReader(env)
         host = read.text("NOVA_BIND_HOST", "localhost")
         ports = {
             name: read.number(f"NOVA_{name.upper()}_PORT", default, 0, 65535)
@@ -75,45 +90,12 @@ class Config:
             log_level=read.choice(
                 "NOVA_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True
             ),
+            clients=client_settings(read),
+            gateway=gateway_settings(read),
+            server=server_chain(read),
+            metrics_port=metrics_port(read),
         )
 
 
 def _client_host(bind_host: str) -> str:
     return "localhost" if bind_host in ("0.0.0.0", "[::]", "::", "") else bind_host
-
-
-class _Reader:
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
-
-    def optional(self, name: str, *, minimum_length: int = 1) -> str | None:
-        value = self._env.get(name, "").strip()
-        if not value:
-            return None
-        if len(value) < minimum_length:
-            raise ConfigError(
-                f"{name} must be at least {minimum_length} characters long, got {len(value)}"
-            )
-        return value
-
-    def text(self, name: str, default: str) -> str:
-        return self._env.get(name, "").strip() or default
-
-    def number(self, name: str, default: int, low: int, high: int) -> int:
-        raw = self._env.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise ConfigError(f"{name} must be a whole number from {low} to {high}; got {raw!r}")
-        return value
-
-    def choice(self, name: str, default: str, options: tuple[str, ...], upper: bool = False) -> str:
-        value = self.text(name, default)
-        value = value.upper() if upper else value
-        if value not in options:
-            raise ConfigError(f"{name} must be one of {', '.join(options)}; got {value!r}")
-        return value

@@ -2,7 +2,8 @@
 
 Waiting for a connection is the first place an overloaded service queues; past the bound
 the call fails at once with RESOURCE_EXHAUSTED (the plan's "pool exhaustion early
-rejection") instead of hanging until its deadline.
+rejection") instead of hanging until its deadline. Each such failure is counted in
+`nova.db.pool.exhausted`: a pool too small for the load shows there before anywhere else.
 """
 
 import asyncio
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import cast
 
 import asyncpg
+from opentelemetry import metrics
 
 from services.runtime.errors import ResourceExhausted
 
@@ -20,12 +22,14 @@ from services.runtime.errors import ResourceExhausted
 class Database:
     pool: asyncpg.Pool
     acquire_timeout_s: float
+    exhausted: metrics.Counter
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         try:
             conn = await self.pool.acquire(timeout=self.acquire_timeout_s)
         except TimeoutError:
+            self.exhausted.add(1)
             raise ResourceExhausted(
                 f"the database is busy: no connection came free within "
                 f"{self.acquire_timeout_s * 1000:.0f} ms; retry with backoff"
@@ -44,7 +48,16 @@ class Database:
 
 
 @asynccontextmanager
-async def open_database(dsn: str, *, size: int, acquire_timeout_ms: int) -> AsyncIterator[Database]:
+async def open_database(
+    dsn: str, *, size: int, acquire_timeout_ms: int, meter: metrics.Meter | None = None
+) -> AsyncIterator[Database]:
+    """The pool; its metrics go to `meter`, by default the process's (services.runtime.metrics)."""
+    meter = meter if meter is not None else metrics.get_meter("nova.db")
+    exhausted = meter.create_counter(
+        "nova.db.pool.exhausted",
+        unit="{call}",
+        description="Waits for a pooled connection that timed out (answered RESOURCE_EXHAUSTED).",
+    )
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min(2, size),
@@ -53,6 +66,6 @@ async def open_database(dsn: str, *, size: int, acquire_timeout_ms: int) -> Asyn
         server_settings={"application_name": "nova"},
     )
     try:
-        yield Database(pool=pool, acquire_timeout_s=acquire_timeout_ms / 1000)
+        yield Database(pool=pool, acquire_timeout_s=acquire_timeout_ms / 1000, exhausted=exhausted)
     finally:
         await asyncio.wait_for(pool.close(), timeout=10)

@@ -13,12 +13,14 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from gateway.settings import DEFAULT_PORT as DEFAULT_GATEWAY_PORT
 from services.runtime.config import DEFAULT_PORTS
 from services.runtime.registry import SERVICES
 
@@ -33,6 +35,7 @@ class NovaUp:
     process: subprocess.Popen[str]
     endpoints: dict[str, str]
     """Service short name -> host:port, as printed by `nova up`."""
+    graphql_url: str
     output: list[str]
 
 
@@ -59,6 +62,8 @@ def nova_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NovaUp]:
     for name in SERVICES:
         if not _port_free(DEFAULT_PORTS[name]):
             env[f"NOVA_{name.upper()}_PORT"] = str(_free_port())
+    if not _port_free(DEFAULT_GATEWAY_PORT):
+        env["NOVA_GATEWAY_PORT"] = str(_free_port())
     process = subprocess.Popen(
         [str(BIN / "nova"), "up"],
         cwd=tmp_path_factory.mktemp("nova-up"),
@@ -70,18 +75,22 @@ def nova_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NovaUp]:
     assert process.stdout is not None
     output: list[str] = []
     endpoints: dict[str, str] = {}
+    graphql_url = ""
     deadline = time.monotonic() + READY_TIMEOUT_S
     for line in process.stdout:
         output.append(line)
         match = re.match(r"nova: (\w+)\s+nova\.\S+\s+(\S+:\d+)", line)
         if match:
             endpoints[match[1]] = match[2].replace("localhost", "127.0.0.1")
+        gateway = re.match(r"nova: gateway\s.*(http://\S+)", line)
+        if gateway:
+            graphql_url = gateway[1].replace("localhost", "127.0.0.1")
         if "nova: ready" in line or time.monotonic() > deadline:
             break
     if "nova: ready" not in "".join(output):
         process.kill()
         pytest.fail("nova up did not become ready:\n" + "".join(output))
-    yield NovaUp(process=process, endpoints=endpoints, output=output)
+    yield NovaUp(process=process, endpoints=endpoints, graphql_url=graphql_url, output=output)
     if process.poll() is None:
         process.kill()
         process.wait()
@@ -165,6 +174,24 @@ def test_bad_input_comes_back_as_a_readable_status(nova_up: NovaUp) -> None:
     assert result.returncode != 0
     assert "InvalidArgument" in result.stderr
     assert "id must be a UUID, got 'nope'" in result.stderr
+
+
+def test_the_graphql_gateway_answers_through_the_services(nova_up: NovaUp) -> None:
+    health_url = nova_up.graphql_url.removesuffix("/graphql") + "/healthz"
+    with urllib.request.urlopen(health_url, timeout=10) as response:
+        assert json.load(response) == {"status": "ok"}
+    query = (
+        'mutation { signUp(input: {handle: "linus", email: "linus@example.com", '
+        'password: "penguin1991"}) { user { handle followerCount } } }'
+    )
+    request = urllib.request.Request(
+        nova_up.graphql_url,
+        data=json.dumps({"query": query}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = json.load(response)
+    assert body["data"]["signUp"]["user"] == {"handle": "linus", "followerCount": 0}
 
 
 def test_sigterm_drains_and_exits_cleanly(nova_up: NovaUp) -> None:

@@ -1,0 +1,1 @@
+"""Nova's GraphQL gateway: one schema over the gRPC services, talking only gRPC."""

@@ -1,0 +1,178 @@
+"""Per-request DataLoaders: every batchable edge of the schema as one batch RPC per tick.
+
+Loads issued while one level of the query resolves are queued, then go out together as
+one batch RPC (split at the RPC's 100-id maximum). Each key is kept for the rest of the
+request, so a user who is a post author and a commenter, or a post reached through two
+aliases, is fetched once. A key the service lists as missing fails only its own field;
+a failed RPC fails the keys of that batch and is not kept, so a later load retries.
+
+With `batched=False` (the N+1 mode of `nova bench feed`) every load is its own RPC and
+nothing is kept: the per-field resolvers the DataLoaders replace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Coroutine, Iterable
+from functools import cached_property
+from typing import Any, TypeVar, cast
+
+from aiodataloader import DataLoader
+
+from gateway.clients import Backend
+from gateway.errors import BackendError, BadUserInput, NotFound
+from nova.content.v1 import content_pb2
+from nova.user.v1 import user_pb2
+
+MAX_BATCH = 100
+"""BatchGetUsers, BatchGetPosts, BatchGetPostStats and BatchListComments take at most 100
+ids per call (their protos say so)."""
+MAX_COMMENTS_PER_POST = 20
+"""BatchListComments returns at most 20 comments per post."""
+
+K = TypeVar("K")
+V = TypeVar("V")
+CommentsKey = tuple[str, int]
+"""A post id and how many of its latest comments."""
+
+
+def canonical_id(value: str, argument: str) -> str:
+    """The id as the services write it. Checked here because one malformed id in a batch
+    would fail the whole batch RPC, and with it every other field of the batch."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise BadUserInput(f"{argument} must be an id, got {value[:40]!r}") from None
+
+
+class Loaders:
+    """The DataLoaders of one request, each created on first use."""
+
+    def __init__(self, backend: Backend, *, batched: bool) -> None:
+        self._backend = backend
+        self._batched = batched
+
+    @cached_property
+    def users(self) -> DataLoader[str, user_pb2.User]:
+        return self._loader(self._load_users)
+
+    @cached_property
+    def users_by_handle(self) -> DataLoader[str, user_pb2.User]:
+        return self._loader(self._load_users_by_handle)
+
+    @cached_property
+    def posts(self) -> DataLoader[str, content_pb2.Post]:
+        return self._loader(self._load_posts)
+
+    @cached_property
+    def stats(self) -> DataLoader[str, content_pb2.PostStats]:
+        return self._loader(self._load_stats)
+
+    @cached_property
+    def comments(self) -> DataLoader[CommentsKey, list[content_pb2.Comment]]:
+        return self._loader(self._load_comments)
+
+    def prime_users(self, users: Iterable[user_pb2.User]) -> None:
+        """Keeps users another RPC already returned (ListFollowing, GetUser by handle)."""
+        for user in users:
+            self.users.prime(user.id, user)
+
+    def prime_posts(self, posts: Iterable[content_pb2.Post]) -> None:
+        for post in posts:
+            self.posts.prime(post.id, post)
+
+    def forget_post(self, post_id: str) -> None:
+        """Drops what a mutation of the post changed, so later fields read it fresh."""
+        self.posts.clear(post_id)
+        self.stats.clear(post_id)
+        # Comments are kept by (post, page size); mutations are rare enough to drop all.
+        self.comments.clear_all()
+
+    def forget_user(self, user_id: str) -> None:
+        self.users.clear(user_id)
+
+    def _loader(
+        self, load: Callable[[list[K]], Coroutine[Any, Any, list[V | Exception]]]
+    ) -> DataLoader[K, V]:
+        # aiodataloader types a batch function as returning values only, but it accepts an
+        # Exception for a key: that key's load fails and the others succeed.
+        return DataLoader(
+            cast(Callable[[list[K]], Coroutine[Any, Any, list[V]]], load),
+            batch=self._batched,
+            cache=self._batched,
+            max_batch_size=MAX_BATCH,
+            loop=asyncio.get_running_loop(),
+        )
+
+    async def _load_users(self, ids: list[str]) -> list[user_pb2.User | Exception]:
+        backend = self._backend
+        response = await backend.call(
+            backend.users.BatchGetUsers, user_pb2.BatchGetUsersRequest(ids=ids)
+        )
+        return _in_order(ids, {user.id: user for user in response.users}, "user")
+
+    async def _load_users_by_handle(self, handles: list[str]) -> list[user_pb2.User | Exception]:
+        # There is no batch lookup by handle; the loader still makes each handle one call.
+        backend = self._backend
+        found = await asyncio.gather(
+            *(
+                backend.call(backend.users.GetUser, user_pb2.GetUserRequest(handle=handle))
+                for handle in handles
+            ),
+            return_exceptions=True,
+        )
+        users: list[user_pb2.User | Exception] = []
+        for response in found:
+            if isinstance(response, BackendError):
+                users.append(response)
+            elif isinstance(response, BaseException):
+                raise response
+            else:
+                users.append(response.user)
+                self.prime_users([response.user])
+        return users
+
+    async def _load_posts(self, ids: list[str]) -> list[content_pb2.Post | Exception]:
+        backend = self._backend
+        response = await backend.call(
+            backend.content.BatchGetPosts, content_pb2.BatchGetPostsRequest(ids=ids)
+        )
+        return _in_order(ids, {post.id: post for post in response.posts}, "post")
+
+    async def _load_stats(self, ids: list[str]) -> list[content_pb2.PostStats | Exception]:
+        backend = self._backend
+        response = await backend.call(
+            backend.content.BatchGetPostStats, content_pb2.BatchGetPostStatsRequest(post_ids=ids)
+        )
+        return _in_order(ids, {stats.post_id: stats for stats in response.stats}, "post")
+
+    async def _load_comments(
+        self, keys: list[CommentsKey]
+    ) -> list[list[content_pb2.Comment] | Exception]:
+        # One RPC per distinct page size: BatchListComments takes one limit for all posts.
+        post_ids: dict[int, list[str]] = {}
+        for post_id, limit in keys:
+            post_ids.setdefault(limit, []).append(post_id)
+        backend = self._backend
+        responses = await asyncio.gather(
+            *(
+                backend.call(
+                    backend.content.BatchListComments,
+                    content_pb2.BatchListCommentsRequest(post_ids=ids, limit_per_post=limit),
+                )
+                for limit, ids in post_ids.items()
+            )
+        )
+        found = {
+            (post.post_id, limit): list(post.comments)
+            for limit, response in zip(post_ids, responses, strict=True)
+            for post in response.posts
+        }
+        return [
+            found[key] if key in found else NotFound(f"no post has id {key[0]}") for key in keys
+        ]
+
+
+def _in_order(ids: list[str], found: dict[str, V], noun: str) -> list[V | Exception]:
+    return [found[i] if i in found else NotFound(f"no {noun} has id {i}") for i in ids]

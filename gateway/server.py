@@ -1,0 +1,102 @@
+"""`serve_gateway`: the gateway on uvicorn, inside the event loop that is already running
+(the services', in `nova up`), stopped when the context exits.
+
+uvicorn's own serve() installs SIGINT/SIGTERM handlers over the host's; the host owns
+the signals here (nova drains every server on SIGTERM), so they are left alone.
+"""
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator, Generator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+
+import uvicorn
+
+from gateway.app import GatewayApp, Observer, build_app
+from gateway.clients import open_clients
+from gateway.settings import GatewaySettings
+from services.runtime.server import PortInUse
+
+
+@dataclass(frozen=True)
+class RunningGateway:
+    port: int
+    """The port bound (the one asked for, or the free one picked for 0)."""
+    app: GatewayApp
+
+
+@asynccontextmanager
+async def serve_gateway(
+    settings: GatewaySettings,
+    addresses: Mapping[str, str],
+    *,
+    host: str,
+    grace_seconds: float = 5.0,
+    observer: Observer | None = None,
+) -> AsyncIterator[RunningGateway]:
+    """Serves GraphQL on host:settings.port against the services at addresses["user"] and
+    addresses["content"]; on exit, in-flight requests get `grace_seconds` to finish.
+
+    ``async with serve_gateway(GatewaySettings(port=0), addresses, host="127.0.0.1") as gw:``
+    """
+    async with open_clients(addresses) as clients:
+        app = build_app(settings, clients, observer=observer)
+        listener = _listen(host, settings.port)
+        server = _EmbeddedServer(
+            uvicorn.Config(
+                app.asgi,
+                lifespan="off",
+                log_config=None,
+                log_level=logging.WARNING,
+                access_log=False,
+                timeout_graceful_shutdown=max(1, round(grace_seconds)),
+            )
+        )
+        serving = asyncio.create_task(server.serve(sockets=[listener]))
+        try:
+            await server.wait_started(serving)
+            yield RunningGateway(port=listener.getsockname()[1], app=app)
+        finally:
+            server.should_exit = True
+            await serving
+            listener.close()
+
+
+class _EmbeddedServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._started = asyncio.Event()
+
+    @contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self._started.set()
+
+    async def wait_started(self, serving: asyncio.Task[None]) -> None:
+        """Returns once listening; raises what serving raised if it ended first."""
+        started = asyncio.create_task(self._started.wait())
+        await asyncio.wait({started, serving}, return_when=asyncio.FIRST_COMPLETED)
+        if not self._started.is_set():
+            started.cancel()
+            serving.result()
+            raise RuntimeError("the gateway's HTTP server stopped before it started")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError:
+        listener.close()
+        raise PortInUse(
+            f"cannot listen on {host}:{port} for the GraphQL gateway (port in use?); "
+            "set NOVA_GATEWAY_PORT to another port, or 0 for any free one"
+        ) from None
+    return listener

@@ -1,0 +1,33 @@
+"""The status code an RPC ended with, as the layers wrapped around it can tell.
+
+Telemetry, the access log and backpressure each need it when the call ends, and grpc.aio
+only says it part of the time: `context.code()` holds what `abort` or `set_code` set, a
+call whose deadline expired or whose client went away ends in CancelledError with no code,
+and an exception that no layer mapped reaches the client as UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from interceptors import context as rpc
+
+
+def final_code(
+    context: aio.ServicerContext[Any, Any], error: BaseException | None
+) -> grpc.StatusCode:
+    if isinstance(error, asyncio.CancelledError):
+        remaining = context.time_remaining()
+        if remaining is None:
+            # No deadline from the client: the server's default one may have run out.
+            remaining = rpc.remaining_seconds()
+        expired = remaining is not None and remaining <= 0
+        return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+    code = context.code()
+    if code is not None:
+        return code
+    return grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN

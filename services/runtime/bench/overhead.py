@@ -1,0 +1,358 @@
+"""`nova bench overhead`: what the server interceptor chain costs, on the cheapest RPC.
+
+Two servers run side by side, each in its own process (so neither the client's CPU nor the
+other server's is charged to it): one with the full chain exactly as `nova up` builds it
+(server_interceptors with default settings, the OpenTelemetry SDK installed with a live
+Prometheus endpoint, the JSON access log written to a file), one with no interceptors at
+all. Both serve grpc.health.v1.Health/Check, which does no work of its own, so the
+difference is the chain. Each is measured at the same fixed rate (latency, and the
+server's CPU time per call from the kernel's accounting), then at saturation: open loop far
+beyond what it can serve, with a bounded number of calls in flight, so achieved calls/s is
+its throughput. On a 2-core machine the client may saturate before the bare server does;
+CPU per call is the figure that does not depend on that, and both ratios are shown.
+
+The server processes are also what `nova bench overload` runs its own RPC in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import multiprocessing
+import signal
+import statistics
+import tempfile
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from multiprocessing.connection import Connection
+from typing import TypeVar
+
+import click
+import psutil
+import uvloop
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from rich.console import Console
+from rich.table import Table
+
+from services.runtime.auth import TokenCodec
+from services.runtime.bench.loadgen import CLIENT_OVERLOADED, Call, Load, LoadResult, generate
+from services.runtime.bench.rpc import BenchError
+from services.runtime.logs import configure_logging
+from services.runtime.metrics import process_telemetry
+from services.runtime.server import freeze_startup_heap, server_interceptors
+from services.runtime.server_chain import ServerChain
+
+CHANNELS = 4
+"""Calls rotate over this many connections, as a client pool would (see bench rpc)."""
+_MAX_OUTSTANDING = 1000
+_START_TIMEOUT_SECONDS = 60.0
+_STOP_TIMEOUT_SECONDS = 30.0
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class ServerProcess:
+    pid: int
+    address: str
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far, all threads."""
+        times = psutil.Process(self.pid).cpu_times()
+        return float(times.user + times.system)
+
+
+@asynccontextmanager
+async def server_process(
+    target: Callable[[S, Connection], None], settings: S
+) -> AsyncIterator[ServerProcess]:
+    """Runs target(settings, connection) in a new process (spawned, so nothing of this
+    event loop is inherited); target serves on a free port, sends it, and serves until
+    SIGTERM (see `serve_until_terminated`)."""
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    process = context.Process(target=target, args=(settings, theirs), daemon=True)
+    process.start()
+    theirs.close()
+    try:
+        try:
+            if not await asyncio.to_thread(ours.poll, _START_TIMEOUT_SECONDS):
+                raise EOFError
+            port = ours.recv()
+        except EOFError:
+            raise BenchError(
+                f"the bench server did not start within {_START_TIMEOUT_SECONDS:g} s "
+                f"(its error, if any, is above)"
+            ) from None
+        assert process.pid is not None
+        yield ServerProcess(process.pid, f"127.0.0.1:{port}")
+    finally:
+        process.terminate()
+        await asyncio.to_thread(process.join, _STOP_TIMEOUT_SECONDS)
+        if process.is_alive():
+            process.kill()
+
+
+def serve_until_terminated(
+    connection: Connection, serving: Callable[[], AbstractAsyncContextManager[int]]
+) -> None:
+    """The body of a bench server process: `serving` starts a server and yields its port
+    (which goes to the parent) until SIGTERM. The process writes its JSON log lines to a
+    file, as `nova up` would to stderr (an unnamed one, gone with the process), and has
+    the OpenTelemetry SDK and a scrape endpoint installed."""
+
+    async def main() -> None:
+        stopped = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
+        with (
+            tempfile.TemporaryFile("w") as log,
+            process_telemetry("nova-bench", metrics_host="127.0.0.1", metrics_port=0),
+        ):
+            configure_logging("INFO", log)
+            async with serving() as port:
+                freeze_startup_heap()  # as start_server does
+                connection.send(port)
+                await stopped.wait()
+
+    uvloop.run(main())
+
+
+@dataclass(frozen=True)
+class HealthServer:
+    chain: ServerChain | None
+    """None: no interceptors at all."""
+
+
+def _serve_health(settings: HealthServer, connection: Connection) -> None:
+    @asynccontextmanager
+    async def serving() -> AsyncIterator[int]:
+        tokens = TokenCodec(secret="bench-" + "x" * 40, ttl=timedelta(minutes=5))
+        chain = [] if settings.chain is None else server_interceptors(tokens, settings.chain)
+        server = aio.server(interceptors=chain)
+        servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        try:
+            yield port
+        finally:
+            await server.stop(0)
+
+    serve_until_terminated(connection, serving)
+
+
+@asynccontextmanager
+async def open_channels(address: str, count: int = CHANNELS) -> AsyncIterator[list[aio.Channel]]:
+    """`count` connections to one server, connected before the first call."""
+    # A local subchannel pool each: otherwise they would share one connection.
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    async with AsyncExitStack() as stack:
+        channels = [
+            await stack.enter_async_context(aio.insecure_channel(address, options=options))
+            for _ in range(count)
+        ]
+        await asyncio.gather(*(channel.channel_ready() for channel in channels))
+        yield channels
+
+
+VARIANTS: dict[str, ServerChain | None] = {
+    "no interceptors": None,
+    "error mapping + auth": ServerChain(
+        request_context=False, telemetry=False, access_log=False, deadlines=None, backpressure=None
+    ),
+    "full chain": ServerChain(),
+}
+"""The middle one is the chain before backpressure, deadlines and observability came."""
+
+
+@dataclass(frozen=True)
+class OverheadBench:
+    rate: float
+    """Calls/s of the fixed-rate runs."""
+    rounds: int
+    """Fixed-rate runs per variant, taken in turns so drift on a shared machine hits all."""
+    saturation_rate: float
+    """Calls/s offered in the saturation run: far more than a server can serve."""
+    concurrency: int
+    """Calls in flight at most in the saturation run."""
+    duration: float
+    warmup: float
+
+
+@dataclass
+class Measured:
+    name: str
+    server: ServerProcess
+    check: Call
+    fixed: list[LoadResult] = field(default_factory=list)
+    cpu_us_per_call: list[float] = field(default_factory=list)
+    saturated: LoadResult | None = None
+
+    def median(self, value: Callable[[LoadResult], float]) -> float:
+        return statistics.median(value(result) for result in self.fixed)
+
+
+async def bench_overhead(options: OverheadBench) -> None:
+    console = _console()
+    async with AsyncExitStack() as stack:
+        variants = []
+        for name, chain in VARIANTS.items():
+            server = await stack.enter_async_context(
+                server_process(_serve_health, HealthServer(chain))
+            )
+            channels = await stack.enter_async_context(open_channels(server.address))
+            variants.append(Measured(name, server, _health_check(channels)))
+        fixed = Load(options.rate, options.duration, 0, _MAX_OUTSTANDING)
+        for variant in variants:
+            if options.warmup > 0:
+                await generate(variant.check, replace(fixed, duration=options.warmup))
+        for round_ in range(1, options.rounds + 1):
+            for variant in variants:
+                console.print(f"bench: {variant.name}, round {round_}, {options.rate:g}/s")
+                before = variant.server.cpu_seconds()
+                result = await generate(variant.check, fixed)
+                cpu = variant.server.cpu_seconds() - before
+                variant.fixed.append(result)
+                variant.cpu_us_per_call.append(cpu / result.scheduled * 1e6)
+        saturation = Load(
+            options.saturation_rate, options.duration, options.warmup, options.concurrency
+        )
+        for variant in variants:
+            console.print(f"bench: {variant.name}, saturated")
+            variant.saturated = await generate(variant.check, saturation)
+    console.print(table(variants, options))
+
+
+def _health_check(channels: Sequence[aio.Channel]) -> Call:
+    stubs = itertools.cycle([health_pb2_grpc.HealthStub(channel) for channel in channels])
+    request = health_pb2.HealthCheckRequest()
+
+    async def check() -> None:
+        await next(stubs).Check(request, timeout=5)
+
+    return check
+
+
+def table(variants: Sequence[Measured], options: OverheadBench) -> Table:
+    result = Table(
+        title=(
+            f"nova bench overhead: Health/Check; fixed rate {options.rate:g}/s, "
+            f"median of {options.rounds} runs of {options.duration:g} s; "
+            f"saturation: {options.concurrency} in flight"
+        ),
+        title_justify="left",
+    )
+    result.add_column("")
+    for variant in variants:
+        result.add_column(variant.name, justify="right")
+    bare, full = variants[0], variants[-1]
+    result.add_column(f"{full.name} / {bare.name}", justify="right")
+
+    def line(label: str, value: Callable[[Measured], float], digits: int = 2) -> None:
+        values = [value(variant) for variant in variants]
+        ratio = f"{values[-1] / values[0]:.2f}" if values[0] else "-"
+        result.add_row(label, *(f"{v:.{digits}f}" for v in values), ratio)
+
+    line("p50 ms", lambda m: m.median(lambda r: r.p50_ms))
+    line("p99 ms", lambda m: m.median(lambda r: r.p99_ms))
+    line("server CPU µs per call", lambda m: statistics.median(m.cpu_us_per_call), 0)
+    line("saturated calls/s", lambda m: _saturated(m).achieved_rate, 0)
+    result.add_row(
+        "errors (fixed / saturated)",
+        *(f"{_errors(*m.fixed)} / {_errors(_saturated(m))}" for m in variants),
+        "",
+    )
+    cpu = statistics.median(full.cpu_us_per_call) / statistics.median(bare.cpu_us_per_call)
+    rate = _saturated(full).achieved_rate / _saturated(bare).achieved_rate
+    result.caption = (
+        f"full chain: {cpu - 1:.0%} more server CPU per call, throughput ratio "
+        f"{rate:.2f} ({1 - rate:.0%} less saturated throughput); goal: under 15%"
+    )
+    return result
+
+
+def _saturated(variant: Measured) -> LoadResult:
+    assert variant.saturated is not None
+    return variant.saturated
+
+
+def _errors(*results: LoadResult) -> str:
+    # Calls the client did not start because `concurrency` were in flight are the
+    # saturation run's design, not the server's failure.
+    shown: Counter[str] = Counter()
+    for result in results:
+        shown.update({code: n for code, n in result.errors.items() if code != CLIENT_OVERLOADED})
+    return ", ".join(f"{code} {n}" for code, n in sorted(shown.items())) or "0"
+
+
+def _console() -> Console:
+    console = Console()
+    return console if console.is_terminal else Console(width=140)
+
+
+@click.command(name="overhead")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1000,
+    show_default=True,
+    help="Calls/s of the fixed-rate runs.",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Fixed-rate runs per variant, taken in turns; the median is shown.",
+)
+@click.option(
+    "--saturation-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=20000,
+    show_default=True,
+    help="Calls/s offered in the saturation run.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Calls in flight at most in the saturation run.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=3,
+    show_default=True,
+    help="Seconds measured per run.",
+)
+@click.option(
+    "--warmup",
+    type=click.FloatRange(min=0),
+    default=1,
+    show_default=True,
+    help="Seconds of unmeasured calls before each run.",
+)
+def command(
+    rate: float,
+    rounds: int,
+    saturation_rate: float,
+    concurrency: int,
+    duration: float,
+    warmup: float,
+) -> None:
+    """The server interceptor chain vs none on Health/Check, side by side, each server
+    in a subprocess: latency and CPU per call at a fixed rate, and saturated throughput."""
+    # Imported here: the CLI imports this module to register the command.
+    from services.runtime.cli import run
+
+    options = OverheadBench(rate, rounds, saturation_rate, concurrency, duration, warmup)
+    try:
+        run(bench_overhead(options))
+    except BenchError as error:
+        raise click.ClickException(str(error)) from None

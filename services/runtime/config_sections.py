@@ -1,0 +1,123 @@
+"""How the NOVA_* variables of each component fill in that component's settings object.
+
+Components (interceptors, the client stack, the gateway) take frozen settings dataclasses
+with their own defaults and know nothing about the environment; this module is the one
+place that maps variables onto them, so `nova … --help`-style docs and the README's
+configuration table have a single source to agree with.
+"""
+
+from gateway.settings import GatewaySettings
+from interceptors.backpressure import BackpressureSettings
+from interceptors.breaker import BreakerSettings
+from interceptors.channel_pool import PoolSettings
+from interceptors.deadlines import DeadlineSettings
+from interceptors.hedging import HedgingSettings
+from interceptors.propagation import PropagationSettings
+from interceptors.retry import BudgetSettings, RetrySettings
+from services.runtime.clients import ClientSettings
+from services.runtime.env import ConfigError, EnvReader
+from services.runtime.server_chain import ServerChain
+
+
+def client_settings(read: EnvReader) -> ClientSettings:
+    return ClientSettings(
+        pool=PoolSettings(
+            channels=read.number("NOVA_CLIENT_CHANNELS", 4, 1, 64),
+            max_age_seconds=read.number("NOVA_CLIENT_CHANNEL_MAX_AGE_SECONDS", 240, 1, 86400),
+            drain_seconds=read.number("NOVA_CLIENT_DRAIN_SECONDS", 30, 0, 3600),
+        ),
+        propagation=PropagationSettings(
+            default_timeout_seconds=read.seconds_from_ms(
+                "NOVA_CLIENT_DEFAULT_TIMEOUT_MS", 10_000, 1, 3_600_000
+            )
+        ),
+        retry=RetrySettings(
+            max_attempts=read.number("NOVA_CLIENT_RETRY_MAX_ATTEMPTS", 3, 1, 10),
+            initial_backoff_seconds=read.seconds_from_ms(
+                "NOVA_CLIENT_RETRY_INITIAL_BACKOFF_MS", 25, 1, 60_000
+            ),
+            max_backoff_seconds=read.seconds_from_ms(
+                "NOVA_CLIENT_RETRY_MAX_BACKOFF_MS", 1000, 1, 600_000
+            ),
+        ),
+        budget=BudgetSettings(
+            ratio=read.number("NOVA_CLIENT_RETRY_BUDGET_PERCENT", 10, 0, 100) / 100,
+            min_per_second=read.number("NOVA_CLIENT_RETRY_BUDGET_MIN_PER_SECOND", 1, 0, 10_000),
+        ),
+        hedging=HedgingSettings(
+            enabled=read.flag("NOVA_CLIENT_HEDGING", False),
+            percentile=read.number("NOVA_CLIENT_HEDGE_PERCENTILE", 95, 50, 99),
+        ),
+        breaker=BreakerSettings(
+            failures=read.number("NOVA_CLIENT_BREAKER_FAILURES", 5, 1, 10_000),
+            reset_seconds=read.seconds_from_ms("NOVA_CLIENT_BREAKER_RESET_MS", 5000, 1, 3_600_000),
+            probes=read.number("NOVA_CLIENT_BREAKER_PROBES", 1, 1, 1000),
+            probe_timeout_seconds=read.seconds_from_ms(
+                "NOVA_CLIENT_BREAKER_PROBE_TIMEOUT_MS", 1000, 1, 600_000
+            ),
+        ),
+    )
+
+
+def gateway_settings(read: EnvReader) -> GatewaySettings:
+    production = read.choice("NOVA_GATEWAY_MODE", "development", ("development", "production"))
+    return GatewaySettings(
+        port=read.number("NOVA_GATEWAY_PORT", 8080, 0, 65535),
+        production=production == "production",
+        introspection=read.optional_flag("NOVA_GATEWAY_INTROSPECTION"),
+        request_timeout_seconds=read.seconds_from_ms(
+            "NOVA_GATEWAY_REQUEST_TIMEOUT_MS", 10_000, 1, 600_000
+        ),
+        max_query_length=read.number("NOVA_GATEWAY_MAX_QUERY_LENGTH", 100_000, 1, 10_000_000),
+        max_tokens=read.number("NOVA_GATEWAY_MAX_TOKENS", 1000, 1, 1_000_000),
+        max_depth=read.number("NOVA_GATEWAY_MAX_DEPTH", 10, 1, 100),
+        max_aliases=read.number("NOVA_GATEWAY_MAX_ALIASES", 30, 1, 10_000),
+        max_cost=read.number("NOVA_GATEWAY_MAX_COST", 2000, 1, 10_000_000),
+        max_page_size=read.number("NOVA_GATEWAY_MAX_PAGE_SIZE", 100, 1, 100),
+        document_cache_size=read.number("NOVA_GATEWAY_DOCUMENT_CACHE_SIZE", 1000, 0, 1_000_000),
+        persisted_query_cache_size=read.number(
+            "NOVA_GATEWAY_APQ_CACHE_SIZE", 10_000, 0, 10_000_000
+        ),
+        safelist=read.existing_file("NOVA_GATEWAY_SAFELIST"),
+    )
+
+
+def server_chain(read: EnvReader) -> ServerChain:
+    limiter = read.choice("NOVA_CONCURRENCY_LIMITER", "fixed", ("fixed", "adaptive", "off"))
+    backpressure = BackpressureSettings(
+        limiter="adaptive" if limiter == "adaptive" else "fixed",
+        max_in_flight=read.number("NOVA_MAX_IN_FLIGHT", 1000, 1, 1_000_000),
+        method_limits=_method_limits(read.text("NOVA_METHOD_LIMITS", "")),
+        retry_pushback_ms=read.number("NOVA_RETRY_PUSHBACK_MS", 100, 0, 600_000),
+    )
+    default_ms = read.number("NOVA_DEFAULT_DEADLINE_MS", 10_000, 1, 3_600_000)
+    minimum_ms = read.number("NOVA_MIN_DEADLINE_MS", 5, 0, default_ms - 1)
+    return ServerChain(
+        telemetry=read.flag("NOVA_TELEMETRY", True),
+        access_log=read.flag("NOVA_ACCESS_LOG", True),
+        deadlines=DeadlineSettings(
+            default_seconds=default_ms / 1000, minimum_seconds=minimum_ms / 1000
+        ),
+        backpressure=None if limiter == "off" else backpressure,
+    )
+
+
+def metrics_port(read: EnvReader) -> int | None:
+    """None (unset): no scrape endpoint; 0: any free port."""
+    if not read.text("NOVA_METRICS_PORT", ""):
+        return None
+    return read.number("NOVA_METRICS_PORT", 0, 0, 65535)
+
+
+def _method_limits(raw: str) -> dict[str, int]:
+    """ "/pkg.Service/Method=20,/pkg.Service/Other=5" -> {method: limit}."""
+    limits = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        method, _, limit = item.partition("=")
+        if not method.startswith("/") or method.count("/") != 2 or not limit.isdigit():
+            raise ConfigError(
+                "NOVA_METHOD_LIMITS must look like "
+                f"'/nova.user.v1.UserService/BatchGetUsers=20,…'; got {item!r}"
+            )
+        limits[method] = int(limit)
+    return limits

@@ -1,0 +1,72 @@
+"""The process's OpenTelemetry SDK, behind the API calls of the interceptors and the pool.
+
+Interceptors and services.runtime.db only use the OpenTelemetry API, which does nothing
+until a provider is installed; this module installs them once per process. Metrics are
+read by Prometheus over HTTP from a scrape endpoint of the process's own (prometheus_client's
+server on a registry of its own, so nothing else registered globally leaks into it).
+
+The tracer provider has no span exporter yet, so it records no spans (sampler ALWAYS_OFF:
+a recorded span nobody exports costs four times an unrecorded one, per RPC). Unrecorded
+spans still have real trace and span ids, which log lines carry and the client side passes
+downstream. Exporting traces means adding a span processor and a sampler here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from opentelemetry import metrics, trace
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from prometheus_client import CollectorRegistry, start_http_server
+
+
+@dataclass(frozen=True)
+class MetricsEndpoint:
+    port: int
+    """The port it listens on (the one asked for, or the free one picked for 0)."""
+    meter_provider: MeterProvider
+
+
+@contextmanager
+def prometheus_endpoint(
+    host: str, port: int, resource: Resource | None = None
+) -> Iterator[MetricsEndpoint]:
+    """A meter provider whose metrics are served at http://host:port/metrics."""
+    registry = CollectorRegistry()
+    provider = MeterProvider(
+        metric_readers=[PrometheusMetricReader(registry=registry)],
+        resource=resource if resource is not None else Resource.create(),
+    )
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    try:
+        yield MetricsEndpoint(port=server.server_port, meter_provider=provider)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+        provider.shutdown()
+
+
+@contextmanager
+def process_telemetry(
+    service_name: str, *, metrics_host: str, metrics_port: int | None
+) -> Iterator[int | None]:
+    """Installs the global tracer and meter providers, once per process.
+
+    With metrics_port None there is no scrape endpoint (metrics cost nothing); 0 picks a
+    free port. Yields the port the endpoint listens on, or None.
+    """
+    resource = Resource.create({"service.name": service_name})
+    trace.set_tracer_provider(TracerProvider(resource=resource, sampler=ALWAYS_OFF))
+    if metrics_port is None:
+        yield None
+        return
+    with prometheus_endpoint(metrics_host, metrics_port, resource) as endpoint:
+        metrics.set_meter_provider(endpoint.meter_provider)
+        yield endpoint.port

@@ -1,0 +1,51 @@
+"""`nova bench feed`'s measurement against in-process services, at a tiny load: every
+variant gets a row, and the RPC counts show DataLoaders against per-field resolvers."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from services.runtime.bench.feed import VARIANTS, FeedBench, measure, tables
+from services.runtime.bench.loadgen import Load
+from services.runtime.seed import SeedPlan, seed
+
+
+async def test_the_feed_bench_measures_every_variant_and_prints_its_tables(
+    addresses: dict[str, str],
+) -> None:
+    seeded = await seed(
+        addresses,
+        SeedPlan(users=6, posts_per_user=2, follows_per_user=3, comments_per_post=2),
+        rng_seed=3,
+    )
+    options = FeedBench(
+        load=Load(rate=40, duration=0.5, warmup=0.1, max_outstanding=20),
+        users=6,
+        page_size=5,
+        capacity_seconds=0.3,
+        concurrency=2,
+    )
+
+    report = await measure(addresses, seeded, options)
+
+    assert [row.name for row in report.rows] == [variant.name for variant in VARIANTS]
+    batched, uncached, per_field = report.rows
+    for row in report.rows:
+        assert row.result.errors == {}, row
+        assert row.result.succeeded == row.result.scheduled
+        assert 0 < row.gateway_p50_ms <= row.gateway_p99_ms
+        assert row.capacity is not None
+        assert row.capacity > 0
+    # ListFollowing, ListPostsByAuthors, stats, comments, and commenters nobody followed.
+    assert 4 <= batched.rpcs_per_request <= 5
+    assert uncached.rpcs_per_request == batched.rpcs_per_request
+    assert per_field.rpcs_per_request > 3 * batched.rpcs_per_request
+    assert 0 < report.cache.hit_us < report.cache.miss_us
+
+    console = Console(width=200, record=True)
+    for table in tables(report, options):
+        console.print(table)
+    text = console.export_text()
+    assert "per-field resolvers (N+1)" in text
+    assert "RPCs/request" in text
+    assert "miss: parse + limits + validate µs" in text

@@ -1,0 +1,156 @@
+"""The Prometheus endpoint, scraped over HTTP while a real server serves and refuses calls."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import grpc
+import pytest
+from grpc import aio
+from prometheus_client.parser import text_string_to_metric_families
+
+from interceptors.backpressure import BackpressureSettings
+from interceptors.deadlines import DeadlineSettings
+from services.runtime.auth import TokenCodec
+from services.runtime.db import open_database
+from services.runtime.errors import ResourceExhausted
+from services.runtime.metrics import MetricsEndpoint, prometheus_endpoint
+from services.runtime.server import server_interceptors
+from services.runtime.server_chain import ServerChain
+
+TOKENS = TokenCodec(secret="metrics-test-" + "x" * 32, ttl=timedelta(minutes=5))
+SLEEP = "test.Metered/Sleep"
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[MetricsEndpoint]:
+    with prometheus_endpoint("127.0.0.1", 0) as opened:
+        yield opened
+
+
+async def scrape(endpoint: MetricsEndpoint) -> list[Sample]:
+    url = f"http://127.0.0.1:{endpoint.port}/metrics"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def get() -> str:
+        with opener.open(url, timeout=5) as response:
+            text: str = response.read().decode()
+            return text
+
+    families = text_string_to_metric_families(await asyncio.to_thread(get))
+    return [Sample(s.name, s.labels, s.value) for f in families for s in f.samples]
+
+
+def value(samples: list[Sample], name: str, **labels: str) -> float | None:
+    for sample in samples:
+        if sample.name == name and labels.items() <= sample.labels.items():
+            return sample.value
+    return None
+
+
+async def sleep(request: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
+    await asyncio.sleep(0.3)
+    return b"woke"
+
+
+@asynccontextmanager
+async def metered_server(endpoint: MetricsEndpoint, service: str) -> AsyncIterator[aio.Channel]:
+    chain = ServerChain(
+        deadlines=DeadlineSettings(minimum_seconds=0.2),
+        backpressure=BackpressureSettings(max_in_flight=1),
+    )
+    interceptors = server_interceptors(TOKENS, chain, meter_provider=endpoint.meter_provider)
+    server = aio.server(interceptors=interceptors)
+    handlers = {"Sleep": grpc.unary_unary_rpc_method_handler(sleep)}
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service, handlers)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with aio.insecure_channel(f"127.0.0.1:{port}") as opened:
+        yield opened
+    await server.stop(None)
+
+
+@pytest.fixture
+async def channel(endpoint: MetricsEndpoint) -> AsyncIterator[aio.Channel]:
+    async with metered_server(endpoint, "test.Metered") as opened:
+        yield opened
+
+
+async def test_duration_in_flight_and_refusals_by_reason_are_scraped_with_their_labels(
+    endpoint: MetricsEndpoint, channel: aio.Channel
+) -> None:
+    call = channel.unary_unary(f"/{SLEEP}", None, None)
+
+    async def served_call() -> None:
+        await call(b"")
+
+    served = asyncio.create_task(served_call())
+    await asyncio.sleep(0.1)
+    during = await scrape(endpoint)
+    for timeout in (5.0, 0.1):  # over the concurrency limit; too short a deadline
+        with pytest.raises(aio.AioRpcError):
+            await call(b"", timeout=timeout)
+    await served
+    after = await scrape(endpoint)
+
+    method = {"rpc_method": SLEEP, "rpc_system_name": "grpc"}
+    assert value(during, "nova_rpc_server_in_flight", **method) == 1
+    assert value(after, "nova_rpc_server_in_flight", **method) == 0
+    ok = {**method, "rpc_response_status_code": "OK"}
+    assert value(after, "rpc_server_call_duration_seconds_count", **ok) == 1
+    assert value(after, "rpc_server_call_duration_seconds_bucket", le="0.25", **ok) == 0
+    assert value(after, "rpc_server_call_duration_seconds_bucket", le="0.5", **ok) == 1
+    refused = {**method, "rpc_response_status_code": "RESOURCE_EXHAUSTED"}
+    assert value(after, "rpc_server_call_duration_seconds_count", **refused) == 1
+    for reason in ("concurrency", "deadline"):
+        labels = {"reason": reason, "rpc_method": SLEEP}
+        assert value(after, "nova_rpc_server_rejections_total", **labels) == 1
+
+
+async def test_every_server_of_the_process_shows_its_calls_in_flight(
+    endpoint: MetricsEndpoint,
+) -> None:
+    async with (
+        metered_server(endpoint, "test.First") as first,
+        metered_server(endpoint, "test.Second") as second,
+    ):
+
+        async def sleep_on(channel: aio.Channel, method: str) -> None:
+            await channel.unary_unary(method, None, None)(b"")
+
+        calls = [
+            asyncio.create_task(sleep_on(first, "/test.First/Sleep")),
+            asyncio.create_task(sleep_on(second, "/test.Second/Sleep")),
+        ]
+        await asyncio.sleep(0.1)
+        samples = await scrape(endpoint)
+        await asyncio.gather(*calls)
+    for method in ("test.First/Sleep", "test.Second/Sleep"):
+        assert value(samples, "nova_rpc_server_in_flight", rpc_method=method) == 1
+
+
+async def test_an_exhausted_database_pool_is_counted(
+    endpoint: MetricsEndpoint, database_url: str
+) -> None:
+    meter = endpoint.meter_provider.get_meter("nova.db")
+    async with (
+        open_database(database_url, size=1, acquire_timeout_ms=20, meter=meter) as db,
+        db.connection(),
+    ):
+        with pytest.raises(ResourceExhausted):
+            async with db.connection():
+                pass
+    assert value(await scrape(endpoint), "nova_db_pool_exhausted_total") == 1

@@ -1,0 +1,97 @@
+"""Automatic persisted queries and safelist mode, as a client sees the protocol."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import BadRequest, PersistedQueryNotFound, PersistedQueryNotInList
+from gateway.persisted_queries import PersistedQueries, load_safelist, sha256
+
+QUERY = "{ viewer { id } }"
+HASH = sha256(QUERY)
+
+
+def extension(query_hash: str = HASH) -> dict[str, object]:
+    return {"persistedQuery": {"version": 1, "sha256Hash": query_hash}}
+
+
+def test_an_unknown_hash_asks_for_the_text_then_the_hash_alone_works() -> None:
+    persisted = PersistedQueries(cache_size=10)
+    with pytest.raises(PersistedQueryNotFound) as missing:
+        persisted.resolve(None, extension())
+    assert missing.value.message == "PersistedQueryNotFound"
+    assert missing.value.extensions == {"code": "PERSISTED_QUERY_NOT_FOUND"}
+
+    resolved = persisted.resolve(QUERY, extension())
+    assert (resolved.text, resolved.hash, resolved.register) == (QUERY, HASH, True)
+    persisted.register(resolved.hash, resolved.text)
+
+    again = persisted.resolve(None, extension())
+    assert (again.text, again.register) == (QUERY, False)
+
+
+def test_a_hash_that_does_not_match_the_text_is_a_bad_request() -> None:
+    with pytest.raises(BadRequest, match="provided sha does not match query"):
+        PersistedQueries(cache_size=10).resolve(QUERY, extension("0" * 64))
+
+
+@pytest.mark.parametrize(
+    "persisted",
+    [{"version": 2, "sha256Hash": HASH}, {"version": 1, "sha256Hash": "nope"}, "x"],
+)
+def test_a_malformed_extension_is_a_bad_request(persisted: object) -> None:
+    with pytest.raises(BadRequest):
+        PersistedQueries(cache_size=10).resolve(None, {"persistedQuery": persisted})
+
+
+def test_registrations_are_bounded() -> None:
+    persisted = PersistedQueries(cache_size=1)
+    persisted.register(HASH, QUERY)
+    other = "{ viewer { handle } }"
+    persisted.register(sha256(other), other)
+    with pytest.raises(PersistedQueryNotFound):
+        persisted.resolve(None, extension())
+
+
+def test_plain_queries_pass_through_without_registering() -> None:
+    resolved = PersistedQueries(cache_size=10).resolve(QUERY, None)
+    assert (resolved.text, resolved.hash, resolved.register) == (QUERY, HASH, False)
+
+
+def write_manifest(folder: Path, *bodies: str) -> Path:
+    path = folder / "manifest.json"
+    operations = [
+        {"id": sha256(body), "name": f"Op{i}", "type": "query", "body": body}
+        for i, body in enumerate(bodies)
+    ]
+    manifest = {"format": "apollo-persisted-query-manifest", "version": 1}
+    path.write_text(json.dumps({**manifest, "operations": operations}))
+    return path
+
+
+def test_safelist_mode_runs_listed_documents_by_hash_or_text_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    persisted = PersistedQueries(
+        cache_size=10, safelist=load_safelist(write_manifest(tmp_path, QUERY))
+    )
+    assert persisted.resolve(None, extension()).text == QUERY
+    assert persisted.resolve(QUERY, None).register is False
+    assert persisted.resolve(QUERY, extension()).register is False
+    other = "{ viewer { handle } }"
+    with pytest.raises(PersistedQueryNotInList):
+        persisted.resolve(other, None)
+    with pytest.raises(PersistedQueryNotInList):
+        persisted.resolve(other, extension(sha256(other)))
+    with pytest.raises(PersistedQueryNotFound):
+        persisted.resolve(None, extension(sha256(other)))
+
+
+def test_a_manifest_whose_ids_are_not_the_hashes_of_the_bodies_is_refused(
+    tmp_path: Path,
+) -> None:
+    path = write_manifest(tmp_path, QUERY)
+    path.write_text(path.read_text().replace(HASH, "0" * 64))
+    with pytest.raises(ValueError, match="not the SHA-256 of its body"):
+        load_safelist(path)
