@@ -1,9 +1,10 @@
-"""The gateway's only way to the services: grpc.aio channels and stubs, and a per-request
-view of them that applies the request's deadline and forwards its Authorization header.
+"""The gateway's only way to the services: Nova's client stack (channel pool, retries of
+reads within a budget, circuit breaker, deadline/trace/request-id propagation), and a
+per-request view of it that applies the request's deadline and forwards its
+Authorization header.
 
-Kept to this one module so the shared client stack (interceptors for retries, breakers,
-deadline propagation) can replace it without touching resolvers or loaders. Failed RPCs
-become BackendError here, at the stub boundary, so nothing above sees grpc exceptions.
+Failed RPCs become BackendError here, at the stub boundary, so nothing above sees grpc
+exceptions.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,17 +21,14 @@ import grpc
 from grpc import aio
 
 from gateway.errors import CODE_BY_STATUS, FIXED_MESSAGES, INTERNAL, BackendError
-from nova.content.v1 import content_pb2_grpc
-from nova.user.v1 import user_pb2_grpc
+from interceptors.channel_pool import Invoke, Layer, OutgoingCall
+from nova.content.v1 import content_pb2, content_pb2_grpc
+from nova.user.v1 import user_pb2, user_pb2_grpc
+from services.runtime.clients import ClientSettings, connect, reads
 
 if TYPE_CHECKING:
     from nova.content.v1.content_pb2_grpc import ContentServiceAsyncStub
     from nova.user.v1.user_pb2_grpc import UserServiceAsyncStub
-
-    UnaryUnaryClientInterceptor = aio.UnaryUnaryClientInterceptor[Any, Any]
-else:
-    # grpc-stubs makes the interceptor generic; grpcio's runtime class is not subscriptable.
-    UnaryUnaryClientInterceptor = aio.UnaryUnaryClientInterceptor
 
 logger = logging.getLogger("nova.gateway")
 
@@ -38,8 +36,9 @@ Request = TypeVar("Request")
 Response = TypeVar("Response")
 
 
-class RpcCounter(UnaryUnaryClientInterceptor):
-    """Counts the RPCs started through the gateway's channels, by method name.
+class RpcCounter:
+    """Counts the RPCs the gateway asks for, by method name (retries and hedges not
+    counted again): the outermost client layer of both services.
 
     Tests and `nova bench feed` read it to prove the number of calls a query costs.
     """
@@ -51,20 +50,14 @@ class RpcCounter(UnaryUnaryClientInterceptor):
     def total(self) -> int:
         return sum(self.calls.values())
 
-    async def intercept_unary_unary(
-        self,
-        continuation: Callable[[aio.ClientCallDetails, Any], Awaitable[Any]],
-        client_call_details: aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        method = client_call_details.method
-        self.calls[method.decode() if isinstance(method, bytes) else method] += 1
-        return await continuation(client_call_details, request)
+    async def __call__(self, call: OutgoingCall, proceed: Invoke) -> Any:
+        self.calls[call.method] += 1
+        return await proceed(call)
 
 
 @dataclass(frozen=True)
 class Clients:
-    """Stubs over channels opened once per process and shared by every request."""
+    """Stubs over clients opened once per process and shared by every request."""
 
     users: UserServiceAsyncStub
     content: ContentServiceAsyncStub
@@ -72,21 +65,38 @@ class Clients:
 
 
 @asynccontextmanager
-async def open_clients(addresses: Mapping[str, str]) -> AsyncIterator[Clients]:
-    """Channels to addresses["user"] and addresses["content"], closed on exit."""
+async def open_clients(
+    addresses: Mapping[str, str],
+    settings: ClientSettings | None = None,
+    *,
+    observers: Sequence[Layer] = (),
+) -> AsyncIterator[Clients]:
+    """Clients of addresses["user"] and addresses["content"], closed on exit; `observers`
+    are extra outer layers (tests use one to record every request)."""
+    settings = settings or ClientSettings()
     counter = RpcCounter()
-    # grpc-stubs types client interceptors as a placeholder that only Any satisfies.
-    interceptors: Sequence[Any] = [counter]
     async with AsyncExitStack() as stack:
-        user_channel = await stack.enter_async_context(
-            aio.insecure_channel(addresses["user"], interceptors=interceptors)
+        users = await stack.enter_async_context(
+            connect(
+                "user",
+                [addresses["user"]],
+                idempotent=reads(user_pb2.DESCRIPTOR.services_by_name["UserService"]),
+                settings=settings,
+                outer=[counter, *observers],
+            )
         )
-        content_channel = await stack.enter_async_context(
-            aio.insecure_channel(addresses["content"], interceptors=interceptors)
+        content = await stack.enter_async_context(
+            connect(
+                "content",
+                [addresses["content"]],
+                idempotent=reads(content_pb2.DESCRIPTOR.services_by_name["ContentService"]),
+                settings=settings,
+                outer=[counter, *observers],
+            )
         )
         yield Clients(
-            users=user_pb2_grpc.UserServiceStub(user_channel),
-            content=content_pb2_grpc.ContentServiceStub(content_channel),
+            users=users.stub(user_pb2_grpc.UserServiceStub),
+            content=content.stub(content_pb2_grpc.ContentServiceStub),
             counter=counter,
         )
 

@@ -17,6 +17,7 @@ import uvicorn
 from gateway.app import GatewayApp, Observer, build_app
 from gateway.clients import open_clients
 from gateway.settings import GatewaySettings
+from services.runtime.clients import ClientSettings
 from services.runtime.server import PortInUse
 
 
@@ -35,14 +36,15 @@ async def serve_gateway(
     host: str,
     grace_seconds: float = 5.0,
     observer: Observer | None = None,
+    clients: ClientSettings | None = None,
 ) -> AsyncIterator[RunningGateway]:
     """Serves GraphQL on host:settings.port against the services at addresses["user"] and
     addresses["content"]; on exit, in-flight requests get `grace_seconds` to finish.
 
     ``async with serve_gateway(GatewaySettings(port=0), addresses, host="127.0.0.1") as gw:``
     """
-    async with open_clients(addresses) as clients:
-        app = build_app(settings, clients, observer=observer)
+    async with open_clients(addresses, clients) as opened:
+        app = build_app(settings, opened, observer=observer)
         listener = _listen(host, settings.port)
         server = _EmbeddedServer(
             uvicorn.Config(

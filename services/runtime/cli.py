@@ -62,7 +62,8 @@ def main() -> None:
     """Nova: a gRPC-first social network backend."""
     configure_logging(load_config().log_level)
     # pgserver narrates every start at INFO; its warnings still show.
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    for chatty in ("pgserver", "httpx"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 @main.command()
@@ -231,6 +232,7 @@ async def _serve_until_signal(config: Config, specs: list[ServiceSpec], *, gatew
                     addresses,
                     host=config.bind_host,
                     grace_seconds=config.shutdown_grace_seconds,
+                    clients=config.clients,
                 )
             )
             url = f"http://{config.bind_host}:{running_gateway.port}/graphql"

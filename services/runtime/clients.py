@@ -85,16 +85,18 @@ def connect(
     idempotent: Collection[str] = frozenset(),
     settings: ClientSettings = ClientSettings(),
     meter: Meter | None = None,
+    outer: Sequence[Layer] = (),
 ) -> Client:
     """A client of `target` (its name in logs and metrics) at one or more replica addresses.
 
     Needs a running event loop; `meter` defaults to the global provider's "nova.client".
+    `outer` layers run before the chain, e.g. one counting the calls a caller makes.
     """
     meter = meter or metrics.get_meter("nova.client")
     return Client(
         target,
         ChannelPool(addresses, settings.pool),
-        chain(target, settings, meter),
+        [*outer, *chain(target, settings, meter)],
         frozenset(idempotent),
     )
 

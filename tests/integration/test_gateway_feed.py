@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -15,8 +15,9 @@ import pytest
 from grpc import aio
 
 from gateway.app import build_app
-from gateway.clients import Clients, RpcCounter
+from gateway.clients import RpcCounter, open_clients
 from gateway.settings import GatewaySettings
+from interceptors.channel_pool import Invoke, OutgoingCall
 from nova.content.v1 import content_pb2, content_pb2_grpc
 from nova.user.v1 import user_pb2, user_pb2_grpc
 from tests.conftest import SignedIn, SignUp
@@ -46,22 +47,16 @@ AUTHORS = 6
 POSTS_PER_AUTHOR = 9
 
 
-class Recorder(UnaryUnaryClientInterceptor):
-    """Keeps every request the gateway sends, to check which keys went to a backend."""
+class Recorder:
+    """Keeps every request the gateway sends, to check which keys went to a backend: an
+    outer client layer, so retries would not be recorded twice."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, Any]] = []
 
-    async def intercept_unary_unary(
-        self,
-        continuation: Callable[[Any, Any], Awaitable[Any]],
-        client_call_details: Any,
-        request: Any,
-    ) -> Any:
-        method = client_call_details.method
-        name = (method.decode() if isinstance(method, bytes) else method).rsplit("/", 1)[-1]
-        self.requests.append((name, request))
-        return await continuation(client_call_details, request)
+    async def __call__(self, call: OutgoingCall, proceed: Invoke) -> Any:
+        self.requests.append((call.method.rsplit("/", 1)[-1], call.request))
+        return await proceed(call)
 
     def ids(self, method: str) -> list[str]:
         """Every id sent to `method` (BatchGetUsers, BatchGetPosts, ...), in order."""
@@ -101,23 +96,13 @@ class Gateway:
 async def open_gateway(
     addresses: dict[str, str], settings: GatewaySettings
 ) -> AsyncIterator[Gateway]:
-    """The gateway app in-process over channels that also record each request."""
-    counter, recorder = RpcCounter(), Recorder()
-    # grpc-stubs types client interceptors as a placeholder that only Any satisfies.
-    interceptors: list[Any] = [counter, recorder]
-    async with (
-        aio.insecure_channel(addresses["user"], interceptors=interceptors) as users,
-        aio.insecure_channel(addresses["content"], interceptors=interceptors) as content,
-    ):
-        clients = Clients(
-            users=user_pb2_grpc.UserServiceStub(users),
-            content=content_pb2_grpc.ContentServiceStub(content),
-            counter=counter,
-        )
+    """The gateway app in-process over clients that also record each request."""
+    recorder = Recorder()
+    async with open_clients(addresses, observers=[recorder]) as clients:
         app = build_app(settings, clients)
         transport = httpx.ASGITransport(app=app.asgi)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
-            yield Gateway(http=http, counter=counter, recorder=recorder)
+            yield Gateway(http=http, counter=clients.counter, recorder=recorder)
 
 
 @pytest.fixture(scope="module")
