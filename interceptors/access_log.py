@@ -11,90 +11,68 @@ UNKNOWN, DATA_LOSS) are warnings; the error mapping writes their stack on its ow
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from functools import partial
-from types import TracebackType
-from typing import Any
+from collections.abc import Callable
 
 import grpc
 import structlog
-from grpc import aio
 
-from interceptors._handlers import ServerInterceptor, wrap_handler
-from interceptors._status import final_code
+from interceptors.chain import Call, Method
 
 _WARNINGS = frozenset(
     {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
 )
+_OK = grpc.StatusCode.OK
 
 
-class AccessLogInterceptor(ServerInterceptor):
+class AccessLog:
+    """The layer: times each call and writes its line when it ends."""
+
     def __init__(self, caller_id: Callable[[], str | None]) -> None:
         """caller_id tells who is calling, when the line is written; None for anonymous."""
         self._caller_id = caller_id
-        # Lazy: bound to the logging setup in force when the first line is written.
-        self._log: structlog.typing.FilteringBoundLogger = structlog.get_logger()
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(details)
-        if handler is None:
-            return handler
-        return wrap_handler(handler, partial(_Logged, self, details.method))
-
-    def write(
-        self,
-        full_method: str,
-        context: aio.ServicerContext[Any, Any],
-        code: grpc.StatusCode,
-        seconds: float,
-    ) -> None:
-        service, _, method = full_method.lstrip("/").rpartition("/")
-        write = self._log.warning if code in _WARNINGS else self._log.info
-        write(
-            "rpc",
-            logger="nova.access",
-            service=service,
-            method=method,
-            peer=context.peer(),
-            code=code.name,
-            duration_ms=round(seconds * 1000, 3),
-            caller_id=self._caller_id(),
+    def for_method(self, method: Method) -> Callable[[Call], _Logged]:
+        service, _, name = method.name.rpartition("/")
+        # Bound when the method is first called, so to the logging setup in force then, and
+        # once: a line then only adds what differs from call to call.
+        log: structlog.typing.FilteringBoundLogger = structlog.get_logger().bind(
+            logger="nova.access", service=service, method=name
         )
+        return _MethodLog(log, self._caller_id).begin
+
+
+class _MethodLog:
+    __slots__ = ("caller_id", "log")
+
+    def __init__(
+        self, log: structlog.typing.FilteringBoundLogger, caller_id: Callable[[], str | None]
+    ) -> None:
+        self.log = log
+        self.caller_id = caller_id
+
+    def begin(self, call: Call) -> _Logged:
+        return _Logged(self, time.perf_counter())
 
 
 class _Logged:
-    """One call, timed and written down when it ends.
+    """One call, timed and written down when it ends."""
 
-    A class, not @asynccontextmanager: every RPC enters one, and this costs a third less.
-    """
+    __slots__ = ("_method", "_started")
 
-    __slots__ = ("_context", "_interceptor", "_method", "_started")
-
-    def __init__(
-        self,
-        interceptor: AccessLogInterceptor,
-        method: str,
-        context: aio.ServicerContext[Any, Any],
-    ) -> None:
-        self._interceptor = interceptor
+    def __init__(self, method: _MethodLog, started: float) -> None:
         self._method = method
-        self._context = context
+        self._started = started
 
-    async def __aenter__(self) -> None:
-        self._started = time.perf_counter()
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def end(self, call: Call, error: BaseException | None) -> None:
         seconds = time.perf_counter() - self._started
-        code = final_code(self._context, error)
-        self._interceptor.write(self._method, self._context, code, seconds)
+        code = call.code(error)
+        method = self._method
+        # `is` first: most calls end OK, and hashing an enum runs Python code.
+        write = method.log.info if code is _OK or code not in _WARNINGS else method.log.warning
+        write(
+            "rpc",
+            peer=call.context.peer(),
+            code=code.name,
+            duration_ms=round(seconds * 1000, 3),
+            caller_id=method.caller_id(),
+        )

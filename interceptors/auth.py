@@ -3,26 +3,26 @@
 A call without the header runs anonymously (the contextvar holds None; each servicer
 decides whether that is allowed). A call with a header that does not verify is rejected
 with UNAUTHENTICATED before the servicer runs, so a typo never silently downgrades a
-caller to anonymous.
+caller to anonymous. Innermost in the chain: a call refused by an outer layer costs no
+verification.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import grpc
-from grpc import aio
 
-from interceptors._handlers import ServerInterceptor, metadata_value, wrap_handler
+from interceptors.chain import Abort, Call, Method
 
 T = TypeVar("T")
 
 
-class AuthInterceptor(ServerInterceptor, Generic[T]):
-    """`verify` turns a token into a caller or raises `invalid` with a message for people."""
+class Auth(Generic[T]):
+    """The layer. `verify` turns a token into a caller or raises `invalid` with a message
+    for people."""
 
     def __init__(
         self,
@@ -34,37 +34,21 @@ class AuthInterceptor(ServerInterceptor, Generic[T]):
         self._caller = caller
         self._invalid = invalid
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(details)
-        if handler is None:
-            return handler
-        header = metadata_value(details, "authorization")
+    def for_method(self, method: Method) -> Callable[[Call], None]:
+        return self.begin
+
+    def begin(self, call: Call) -> None:
+        header = call.header("authorization")
         caller: T | None = None
-        problem: str | None = None
         if header is not None:
             scheme, _, token = header.strip().partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
-                problem = "authorization metadata must look like 'Bearer <token>'"
-            else:
-                try:
-                    caller = self._verify(token.strip())
-                except self._invalid as error:
-                    problem = str(error)
-
-        @asynccontextmanager
-        async def scope(context: aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
-            if problem is not None:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, problem)
-            reset = self._caller.set(caller)
+                raise Abort(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "authorization metadata must look like 'Bearer <token>'",
+                )
             try:
-                yield
-            finally:
-                self._caller.reset(reset)
-
-        return wrap_handler(handler, scope)
+                caller = self._verify(token.strip())
+            except self._invalid as error:
+                raise Abort(grpc.StatusCode.UNAUTHENTICATED, str(error)) from error
+        self._caller.set(caller)

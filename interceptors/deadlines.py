@@ -16,18 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from contextvars import Token
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
-from types import TracebackType
-from typing import Any, NoReturn
 
 import grpc
-from grpc import aio
 
 from interceptors import context as rpc
-from interceptors._handlers import ServerInterceptor, wrap_handler
+from interceptors.chain import Abort, Call, Method, Scope
 
 Rejected = Callable[[str, str], None]
 """Told (reason, method) of each call refused before any work, e.g. to count it."""
@@ -45,87 +40,65 @@ class DeadlineSettings:
             raise ValueError(f"need 0 <= minimum_seconds < default_seconds: {self}")
 
 
-class DeadlineInterceptor(ServerInterceptor):
+class Deadlines:
+    """The layer: refuses calls with too little time left; carries and enforces the rest."""
+
     def __init__(self, settings: DeadlineSettings, rejected: Rejected) -> None:
         self.settings = settings
         self._rejected = rejected
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(details)
-        if handler is None:
-            return handler
-        unary_response = handler.unary_unary is not None or handler.stream_unary is not None
-        return wrap_handler(handler, partial(_Bounded, self, details.method, unary_response))
+    def for_method(self, method: Method) -> Callable[[Call], Scope | None]:
+        return self.begin
 
-    async def refuse(
-        self, context: aio.ServicerContext[Any, Any], method: str, remaining: float
-    ) -> NoReturn:
-        self._rejected("deadline", method)
-        await context.abort(
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-            f"only {remaining * 1000:.1f} ms of the deadline were left; this server "
-            f"needs at least {self.settings.minimum_seconds * 1000:g} ms to answer",
-        )
+    def begin(self, call: Call) -> Scope | None:
+        settings = self.settings
+        remaining = call.context.time_remaining()
+        if remaining is None:
+            if not call.method.unary_response:
+                return None
+            return _Enforced(settings.default_seconds)
+        if remaining < settings.minimum_seconds:
+            self._rejected("deadline", call.method.path)
+            raise Abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"only {remaining * 1000:.1f} ms of the deadline were left; this server "
+                f"needs at least {settings.minimum_seconds * 1000:g} ms to answer",
+            )
+        # Only carried: grpc cancels a call past its caller's deadline.
+        rpc.deadline.set(time.monotonic() + remaining)
+        return None
 
 
-class _Bounded:
-    """One call, refused if its deadline is too near, else run within it.
+class _Enforced:
+    """The server's default deadline on a call that sent none, carried and enforced.
 
-    A class, not @asynccontextmanager: every RPC enters one, and this costs a third less.
+    asyncio.timeout's logic, in plain calls rather than its context manager's two
+    coroutines: past the deadline the call's task is cancelled, and if the cancellation is
+    what ends the call it is answered DEADLINE_EXCEEDED.
     """
 
-    __slots__ = ("_context", "_interceptor", "_method", "_timeout", "_token", "_unary_response")
+    __slots__ = ("_expired", "_seconds", "_task", "_timer")
 
-    def __init__(
-        self,
-        interceptor: DeadlineInterceptor,
-        method: str,
-        unary_response: bool,
-        context: aio.ServicerContext[Any, Any],
-    ) -> None:
-        self._interceptor = interceptor
-        self._method = method
-        self._unary_response = unary_response
-        self._context = context
-        self._token: Token[float | None] | None = None
-        self._timeout: asyncio.Timeout | None = None
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        rpc.deadline.set(time.monotonic() + seconds)
+        task = asyncio.current_task()
+        assert task is not None  # the chain runs every call in the RPC's own task
+        self._task = task
+        self._expired = False
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._expire)
 
-    async def __aenter__(self) -> None:
-        settings = self._interceptor.settings
-        remaining = self._context.time_remaining()
-        if remaining is not None and remaining < settings.minimum_seconds:
-            await self._interceptor.refuse(self._context, self._method, remaining)
-        if remaining is None and not self._unary_response:
-            return
-        budget = settings.default_seconds if remaining is None else remaining
-        self._token = rpc.deadline.set(time.monotonic() + budget)
-        if remaining is None:
-            # Only the default is enforced here: grpc cancels a call past its own deadline.
-            self._timeout = asyncio.timeout(budget)
-            await self._timeout.__aenter__()
+    def _expire(self) -> None:
+        self._expired = True
+        self._task.cancel()
 
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            if self._timeout is not None:
-                try:
-                    await self._timeout.__aexit__(kind, error, tb)
-                except TimeoutError:  # raised only when the default deadline ran out
-                    await self._context.abort(
-                        grpc.StatusCode.DEADLINE_EXCEEDED,
-                        f"the call sent no deadline and ran past the server's default of "
-                        f"{self._interceptor.settings.default_seconds:g} s",
-                    )
-        finally:
-            if self._token is not None:
-                rpc.deadline.reset(self._token)
+    def end(self, call: Call, error: BaseException | None) -> None:
+        self._timer.cancel()
+        # Not ours to answer if someone else cancelled the task as well.
+        cancelled = isinstance(error, asyncio.CancelledError)
+        if self._expired and self._task.uncancel() == 0 and cancelled:
+            raise Abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"the call sent no deadline and ran past the server's default of "
+                f"{self._seconds:g} s",
+            )

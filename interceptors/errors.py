@@ -3,30 +3,29 @@
 Domain exceptions are looked up along their class's MRO in a table the runtime passes in,
 and answered with their message. Anything else is a bug: it is logged with its traceback
 and the caller gets INTERNAL with a request id to quote, never the exception's text. The
-id is the one the request-context interceptor gave the RPC, so the operator finds this line
-beside the RPC's access-log line; without that interceptor it is read from the metadata
-here. `context.abort` and cancellation pass through untouched.
+id is the one the request-context layer gave the RPC, so the operator finds this line
+beside the RPC's access-log line; without that layer it is read from the metadata here.
+`context.abort` and cancellation pass through untouched.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
-from functools import partial
-from typing import Any
+from collections.abc import Callable, Mapping
 
 import grpc
 from grpc import aio
 
 from interceptors import context as rpc
-from interceptors._handlers import ServerInterceptor, wrap_handler
+from interceptors.chain import Abort, Call, Method
 from interceptors.request_context import request_id_of
 
 log = logging.getLogger("nova.errors")
 
 
-class ErrorMappingInterceptor(ServerInterceptor):
+class ErrorMapping:
+    """The layer: answers an exception that ends a call with its status code."""
+
     def __init__(self, table: Mapping[type[Exception], grpc.StatusCode]) -> None:
         self._table = dict(table)
 
@@ -36,34 +35,33 @@ class ErrorMappingInterceptor(ServerInterceptor):
                 return self._table[cls]
         return None
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(details)
-        if handler is None:
-            return handler
-        return wrap_handler(handler, partial(self._scope, details))
+    def for_method(self, method: Method) -> Callable[[Call], _Mapped]:
+        return _Mapped(self, method.path).begin
 
-    @asynccontextmanager
-    async def _scope(
-        self, details: grpc.HandlerCallDetails, context: aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[None]:
-        # Decorated once and bound per call: decorating per call cost more than the scope.
-        try:
-            yield
-        except aio.AbortError:
-            raise
-        except Exception as error:
-            code = self.status_for(error)
-            if code is None:
-                request_id = rpc.request_id.get() or request_id_of(details)
-                log.exception("unexpected error in %s (request id %s)", details.method, request_id)
-                await context.abort(
-                    grpc.StatusCode.INTERNAL,
-                    f"internal error; quote request id {request_id} when reporting it",
-                )
-            await context.abort(code, str(error))
+
+class _Mapped:
+    """The mapping's scope, the same for every call of one method: it keeps no state."""
+
+    __slots__ = ("_mapping", "_path")
+
+    def __init__(self, mapping: ErrorMapping, path: str) -> None:
+        self._mapping = mapping
+        self._path = path
+
+    def begin(self, call: Call) -> _Mapped:
+        return self
+
+    def end(self, call: Call, error: BaseException | None) -> None:
+        if not isinstance(error, Exception) or isinstance(error, aio.AbortError):
+            return
+        code = self._mapping.status_for(error)
+        if code is None:
+            request_id = rpc.request_id.get() or request_id_of(call)
+            log.error(
+                "unexpected error in %s (request id %s)", self._path, request_id, exc_info=error
+            )
+            raise Abort(
+                grpc.StatusCode.INTERNAL,
+                f"internal error; quote request id {request_id} when reporting it",
+            )
+        raise Abort(code, str(error))

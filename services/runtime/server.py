@@ -8,8 +8,6 @@ period ends.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,14 +16,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import metrics, trace
 
-from interceptors.access_log import AccessLogInterceptor
-from interceptors.auth import AuthInterceptor
-from interceptors.backpressure import BackpressureInterceptor
-from interceptors.deadlines import DeadlineInterceptor
-from interceptors.errors import ErrorMappingInterceptor
-from interceptors.request_context import RequestContextInterceptor
-from interceptors.telemetry import RpcMetrics, TelemetryInterceptor
-from services.runtime.auth import Caller, TokenCodec, current_caller
+from interceptors.access_log import AccessLog
+from interceptors.auth import Auth
+from interceptors.backpressure import Backpressure
+from interceptors.chain import ChainInterceptor, Layer
+from interceptors.deadlines import Deadlines
+from interceptors.errors import ErrorMapping
+from interceptors.request_context import RequestContext
+from interceptors.telemetry import RpcMetrics, Telemetry
+from services.runtime.auth import TokenCodec, current_caller
 from services.runtime.errors import STATUS_BY_ERROR, Unauthenticated
 from services.runtime.server_chain import DEFAULT_CHAIN, ServerChain
 from services.runtime.service import Dependencies, ServiceSpec
@@ -34,6 +33,10 @@ _OPTIONS = [
     # Without this, grpc sets SO_REUSEPORT and a second Nova on the same port would
     # silently share it instead of failing to start.
     ("grpc.so_reuseport", 0),
+    # Clients that do not rotate their channels still spread over new replicas (gRPC
+    # jitters the age by ±10%).
+    ("grpc.max_connection_age_ms", 300_000),
+    ("grpc.max_connection_age_grace_ms", 30_000),
 ]
 
 
@@ -48,7 +51,9 @@ def server_interceptors(
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
 ) -> list[aio.ServerInterceptor[Any, Any]]:
-    """The server chain, outermost first (providers: the process's unless given).
+    """The server chain: one interceptor running these layers, outermost first (providers:
+    the process's unless given). One, not one per layer: grpc.aio awaits each interceptor
+    and rebuilds the handler on every call (see interceptors.chain).
 
     1. Request context: the request id and authorization header, for all that follows.
     2. Telemetry: its span is current for every later layer, so their log lines carry its
@@ -61,7 +66,8 @@ def server_interceptors(
     6. Error mapping, around the servicer: every layer above sees a status code (not a
        domain exception), and the stack of an unexpected error is logged inside the span.
        The layers above raise nothing but aborts, so nothing escapes it unmapped.
-    7. Auth, innermost: it sets the caller for the servicer alone.
+    7. Auth, innermost: it verifies a token only once the layers above have admitted the
+       call, and sets the caller for the servicer (the access log reads it at the end).
     """
     rpc_metrics = (
         RpcMetrics(metrics.get_meter("nova.server", meter_provider=meter_provider))
@@ -69,40 +75,22 @@ def server_interceptors(
         else None
     )
     rejected = rpc_metrics.rejected if rpc_metrics else _not_counted
-    layers = [
-        RequestContextInterceptor() if chain.request_context else None,
-        TelemetryInterceptor(
-            trace.get_tracer("nova.server", tracer_provider=tracer_provider), rpc_metrics
-        )
+    layers: list[Layer | None] = [
+        RequestContext() if chain.request_context else None,
+        Telemetry(trace.get_tracer("nova.server", tracer_provider=tracer_provider), rpc_metrics)
         if rpc_metrics
         else None,
-        AccessLogInterceptor(_caller_id) if chain.access_log else None,
-        DeadlineInterceptor(chain.deadlines, rejected) if chain.deadlines else None,
-        BackpressureInterceptor(chain.backpressure, rejected) if chain.backpressure else None,
-        ErrorMappingInterceptor(STATUS_BY_ERROR),
-        AuthInterceptor(_remembering(tokens.verify), current_caller, Unauthenticated),
+        AccessLog(_caller_id) if chain.access_log else None,
+        Deadlines(chain.deadlines, rejected) if chain.deadlines else None,
+        Backpressure(chain.backpressure, rejected) if chain.backpressure else None,
+        ErrorMapping(STATUS_BY_ERROR),
+        Auth(tokens.verify, current_caller, Unauthenticated),
     ]
-    return [layer for layer in layers if layer is not None]
-
-
-_verified_caller: ContextVar[Caller | None] = ContextVar("nova_verified_caller", default=None)
-"""The caller auth verified, for the access log: auth resets current_caller as soon as the
-servicer returns, before the access log, outside it, writes its line. Auth verifies in
-intercept_service, which grpc.aio runs in the RPC's own task, so this stays set until the
-RPC ends and is never seen by another."""
-
-
-def _remembering(verify: Callable[[str], Caller]) -> Callable[[str], Caller]:
-    def remember(token: str) -> Caller:
-        caller = verify(token)
-        _verified_caller.set(caller)
-        return caller
-
-    return remember
+    return [ChainInterceptor([layer for layer in layers if layer is not None])]
 
 
 def _caller_id() -> str | None:
-    caller = current_caller.get() or _verified_caller.get()
+    caller = current_caller.get()
     return None if caller is None else str(caller.user_id)
 
 

@@ -11,7 +11,8 @@ import pytest
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from interceptors.errors import ErrorMappingInterceptor
+from interceptors.chain import ChainInterceptor
+from interceptors.errors import ErrorMapping
 from services.runtime.errors import STATUS_BY_ERROR
 from services.runtime.registry import SERVICES
 from services.runtime.server import PortInUse, start_server
@@ -50,7 +51,8 @@ async def crashing_server() -> AsyncIterator[str]:
     async def crash(request: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
         raise RuntimeError("database password is hunter2")
 
-    server = aio.server(interceptors=[ErrorMappingInterceptor(STATUS_BY_ERROR)])
+    # The error mapping alone: the request id then comes from the metadata.
+    server = aio.server(interceptors=[ChainInterceptor([ErrorMapping(STATUS_BY_ERROR)])])
     server.add_generic_rpc_handlers(
         [
             grpc.method_handlers_generic_handler(

@@ -2,7 +2,7 @@
 
 import grpc
 
-from interceptors.errors import ErrorMappingInterceptor
+from interceptors.errors import ErrorMapping
 from services.runtime import errors
 
 
@@ -14,15 +14,15 @@ def _all_subclasses(cls: type) -> set[type]:
 
 
 def test_every_domain_error_is_mapped_to_a_status_code() -> None:
-    interceptor = ErrorMappingInterceptor(errors.STATUS_BY_ERROR)
+    mapping = ErrorMapping(errors.STATUS_BY_ERROR)
     for cls in _all_subclasses(errors.NovaError):
-        assert interceptor.status_for(cls("x")) is not None, cls
+        assert mapping.status_for(cls("x")) is not None, cls
 
 
 def test_subclasses_inherit_their_parents_code_and_strangers_have_none() -> None:
     class HandleTaken(errors.AlreadyExists):
         pass
 
-    interceptor = ErrorMappingInterceptor(errors.STATUS_BY_ERROR)
-    assert interceptor.status_for(HandleTaken("x")) == grpc.StatusCode.ALREADY_EXISTS
-    assert interceptor.status_for(KeyError("x")) is None
+    mapping = ErrorMapping(errors.STATUS_BY_ERROR)
+    assert mapping.status_for(HandleTaken("x")) == grpc.StatusCode.ALREADY_EXISTS
+    assert mapping.status_for(KeyError("x")) is None

@@ -1,0 +1,132 @@
+"""The chain on a real server: each layer asked once per method, hooks in order around the
+servicer, refusals and mapped errors seen by the layers outside them, streams wrapped."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
+from typing import Any
+
+import grpc
+import pytest
+from grpc import aio
+
+from interceptors.chain import Abort, Call, ChainInterceptor, Method
+from interceptors.errors import ErrorMapping
+from services.runtime.errors import STATUS_BY_ERROR, NotFound
+
+seen: ContextVar[tuple[str, ...]] = ContextVar("seen", default=())
+
+
+class Recording:
+    """A layer that notes its hooks in `log`, sets `seen` for what runs inside it, and
+    refuses calls sent `refuse: <its name>`."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name = name
+        self.log = log
+        self.methods: list[str] = []
+
+    def for_method(self, method: Method) -> Callable[[Call], _Ended]:
+        self.methods.append(method.path)
+        return self.begin
+
+    def begin(self, call: Call) -> _Ended:
+        self.log.append(f"begin {self.name}")
+        if call.header("refuse") == self.name:
+            raise Abort(grpc.StatusCode.PERMISSION_DENIED, f"{self.name} says no")
+        seen.set((*seen.get(), self.name))
+        return _Ended(self)
+
+
+class _Ended:
+    def __init__(self, layer: Recording) -> None:
+        self.layer = layer
+
+    def end(self, call: Call, error: BaseException | None) -> None:
+        self.layer.log.append(f"end {self.layer.name} {call.code(error).name}")
+
+
+async def echo(request: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
+    return ",".join(seen.get()).encode() + b"|" + request
+
+
+async def missing(request: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
+    raise NotFound("no such thing")
+
+
+async def count(request: bytes, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[bytes]:
+    for n in range(3):
+        yield str(n).encode()
+
+
+async def write_twice(request: bytes, context: aio.ServicerContext[Any, Any]) -> None:
+    for _ in range(2):
+        await context.write(request)
+
+
+Served = tuple[aio.Channel, list[str], list[Recording]]
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    log: list[str] = []
+    outer, inner = Recording("outer", log), Recording("inner", log)
+    server = aio.server(
+        interceptors=[ChainInterceptor([outer, ErrorMapping(STATUS_BY_ERROR), inner])]
+    )
+    handlers = {
+        "Echo": grpc.unary_unary_rpc_method_handler(echo),
+        "Missing": grpc.unary_unary_rpc_method_handler(missing),
+        "Count": grpc.unary_stream_rpc_method_handler(count),
+        "WriteTwice": grpc.unary_stream_rpc_method_handler(write_twice),
+    }
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("test.Chain", handlers)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield channel, log, [outer, inner]
+    await server.stop(None)
+
+
+async def test_hooks_run_in_order_and_each_layer_is_asked_once_per_method(served: Served) -> None:
+    channel, log, layers = served
+    echo_call = channel.unary_unary("/test.Chain/Echo", None, None)
+    assert [await echo_call(b"a"), await echo_call(b"b")] == [b"outer,inner|a", b"outer,inner|b"]
+    assert log == ["begin outer", "begin inner", "end inner OK", "end outer OK"] * 2
+    assert [layer.methods for layer in layers] == [["/test.Chain/Echo"]] * 2
+
+
+async def test_a_refusal_skips_the_inner_layers_and_the_outer_ones_see_its_code(
+    served: Served,
+) -> None:
+    channel, log, _ = served
+    with pytest.raises(aio.AioRpcError) as error:
+        await channel.unary_unary("/test.Chain/Echo", None, None)(
+            b"", metadata=(("refuse", "inner"), ("refuse", "outer"))
+        )
+    # A key sent twice counts with its first value.
+    assert (error.value.code(), error.value.details()) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "inner says no",
+    )
+    assert log == ["begin outer", "begin inner", "end outer PERMISSION_DENIED"]
+
+
+async def test_a_mapped_error_is_answered_before_the_outer_layers_end(served: Served) -> None:
+    channel, log, _ = served
+    with pytest.raises(aio.AioRpcError) as error:
+        await channel.unary_unary("/test.Chain/Missing", None, None)(b"")
+    assert (error.value.code(), error.value.details()) == (
+        grpc.StatusCode.NOT_FOUND,
+        "no such thing",
+    )
+    assert log == ["begin outer", "begin inner", "end inner UNKNOWN", "end outer NOT_FOUND"]
+
+
+@pytest.mark.parametrize("method", ["Count", "WriteTwice"])
+async def test_streams_end_their_layers_after_the_last_message(served: Served, method: str) -> None:
+    channel, log, _ = served
+    replies = [r async for r in channel.unary_stream(f"/test.Chain/{method}", None, None)(b"x")]
+    assert replies == ([b"0", b"1", b"2"] if method == "Count" else [b"x", b"x"])
+    assert log == ["begin outer", "begin inner", "end inner OK", "end outer OK"]
