@@ -16,10 +16,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 import grpc
+import prometheus_client
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.propagators.textmap import TextMapPropagator
+from prometheus_client.metrics import Histogram as Observer
 
 from interceptors.chain import Call, Method
 
@@ -47,17 +49,26 @@ only when metrics are collected, since two SDK measurements per call would cost 
 the rest of this layer. One dict for every server of the process, because the SDK keeps
 only the first callback registered under an instrument's name."""
 
+CALL_DURATION = prometheus_client.Histogram(
+    "rpc_server_call_duration_seconds",
+    "Duration of served RPCs, refused ones included.",
+    labelnames=("rpc_method", "rpc_response_status_code", "rpc_system_name"),
+    buckets=_DURATION_BUCKETS,
+    registry=None,
+)
+"""`rpc.server.call.duration` as the OpenTelemetry Prometheus exporter names it, kept by
+prometheus_client rather than the OpenTelemetry SDK: the SDK's `Histogram.record` cleans
+and hashes the attributes on every call (12 µs here, a fifth of the whole chain), while a
+prometheus_client series bound once per method and code observes in ~1 µs. One for the
+process, like the in-flight count; each scrape endpoint's registry collects it
+(services.runtime.metrics)."""
+
 
 class RpcMetrics:
     """The server's instruments, shared by the layers that record into them."""
 
     def __init__(self, meter: Meter) -> None:
-        self.duration = meter.create_histogram(
-            "rpc.server.call.duration",
-            unit="s",
-            description="Duration of served RPCs, refused ones included.",
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
-        )
+        self.duration = CALL_DURATION
         self.in_flight = _IN_FLIGHT
         meter.create_observable_up_down_counter(
             "nova.rpc.server.in_flight",
@@ -117,15 +128,18 @@ class _Method:
 
     __slots__ = ("attributes", "by_code", "layer", "metrics", "name", "served", "tracer")
 
+    served: Observer
+    by_code: dict[grpc.StatusCode, Observer]
+
     def __init__(self, layer: Telemetry, name: str) -> None:
         self.layer = layer
         self.tracer = layer.tracer
         self.metrics = layer.metrics
         self.name = name
         self.attributes = {"rpc.system.name": "grpc", "rpc.method": name}
-        self.served = {**self.attributes, "rpc.response.status_code": _OK.name}
-        self.by_code: dict[grpc.StatusCode, dict[str, str]] = {}
-        """The duration's attributes, by status code."""
+        self.served = self.metrics.duration.labels(name, _OK.name, "grpc")
+        self.by_code = {}
+        """The duration's series, by status code."""
 
     def begin(self, call: Call) -> _Observed:
         parent = self.layer.parent(call)
@@ -136,14 +150,14 @@ class _Method:
         self.metrics.in_flight[self.name] += 1
         return _Observed(self, span, time.perf_counter())
 
-    def duration_attributes(self, code: grpc.StatusCode) -> dict[str, str]:
+    def duration(self, code: grpc.StatusCode) -> Observer:
         if code is _OK:  # most calls: no hashing of the enum, which Python code does
             return self.served
-        attributes = self.by_code.get(code)
-        if attributes is None:
-            attributes = {**self.attributes, "rpc.response.status_code": code.name}
-            self.by_code[code] = attributes
-        return attributes
+        series = self.by_code.get(code)
+        if series is None:
+            series = self.metrics.duration.labels(self.name, code.name, "grpc")
+            self.by_code[code] = series
+        return series
 
 
 class _Observed:
@@ -161,7 +175,7 @@ class _Observed:
         code = call.code(error)
         method = self._method
         method.metrics.in_flight[method.name] -= 1
-        method.metrics.duration.record(elapsed, method.duration_attributes(code))
+        method.duration(code).observe(elapsed)
         span = self._span
         # Unsampled spans (the process records none yet) take no attributes and no end.
         if span.is_recording():

