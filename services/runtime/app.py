@@ -8,6 +8,7 @@ from services.runtime.auth import TokenCodec, development_secret
 from services.runtime.config import Config
 from services.runtime.db import Database, open_database
 from services.runtime.embedded_postgres import embedded_postgres
+from services.runtime.events import schema as events_schema
 from services.runtime.migrations import migrate
 from services.runtime.server import RunningServer, start_server
 from services.runtime.service import Dependencies, ServiceSpec
@@ -30,9 +31,13 @@ async def open_dependencies(config: Config) -> AsyncIterator[Dependencies]:
 
 
 async def migrate_services(db: Database, specs: Iterable[ServiceSpec]) -> dict[str, list[str]]:
-    """Applies pending migrations of each service; returns what was applied, by service."""
+    """Applies pending migrations of the event machinery ("events") and of each service;
+    returns what was applied, by name."""
     applied = {}
     async with db.connection() as conn:
+        applied["events"] = await migrate(
+            conn, schema=events_schema.SCHEMA, directory=events_schema.MIGRATIONS
+        )
         for spec in specs:
             applied[spec.name] = await migrate(conn, schema=spec.schema, directory=spec.migrations)
     return applied

@@ -1,0 +1,118 @@
+"""What every part of the event path shares: an event, a delivery, and the transport's API.
+
+An Event is the serialized nova.events.v1.EventEnvelope plus the fields routing needs
+(read out of it once, so no transport parses protobuf). Topics are per aggregate type
+("nova.user.v1", "nova.post.v1") and the key is the aggregate id, so the events of one
+aggregate keep their order on every transport.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from nova.events.v1 import events_pb2
+
+AGGREGATE_TYPES = ("user", "post")
+"""Every aggregate type that has events; one topic each."""
+
+
+def topic_for(aggregate_type: str) -> str:
+    """The topic of an aggregate type's events: "user" -> "nova.user.v1"."""
+    return f"nova.{aggregate_type}.v1"
+
+
+ALL_TOPICS = tuple(topic_for(aggregate) for aggregate in AGGREGATE_TYPES)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One domain event as it is stored, published and delivered."""
+
+    event_id: uuid.UUID
+    event_type: str
+    """The payload's short name: "PostCreated"."""
+    aggregate_type: str
+    aggregate_id: str
+    tenant_id: uuid.UUID
+    occurred_at: datetime
+    envelope: bytes
+    """The serialized nova.events.v1.EventEnvelope: all of the above plus the payload."""
+
+    @property
+    def topic(self) -> str:
+        return topic_for(self.aggregate_type)
+
+    @property
+    def key(self) -> bytes:
+        """The partitioning key: the aggregate id."""
+        return self.aggregate_id.encode()
+
+    def decode(self) -> events_pb2.EventEnvelope:
+        envelope = events_pb2.EventEnvelope()
+        envelope.ParseFromString(self.envelope)
+        return envelope
+
+    @staticmethod
+    def from_envelope(data: bytes) -> Event:
+        """The event a serialized envelope carries (what a consumer receives)."""
+        envelope = events_pb2.EventEnvelope()
+        envelope.ParseFromString(data)
+        return Event(
+            event_id=uuid.UUID(envelope.event_id),
+            event_type=envelope.event_type,
+            aggregate_type=envelope.aggregate_type,
+            aggregate_id=envelope.aggregate_id,
+            tenant_id=uuid.UUID(envelope.tenant_id),
+            occurred_at=envelope.occurred_at.ToDatetime(tzinfo=UTC),
+            envelope=data,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An event as a subscription hands it over, with its place in the log."""
+
+    event: Event
+    topic: str
+    partition: int
+    """Always 0 on the PostgreSQL log, which has one ordered sequence."""
+    offset: int
+    """The position in the partition (the log's sequence number, or Kafka's offset)."""
+
+
+class Publisher(Protocol):
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Returns once every event is durably stored by the transport, in the order
+        given per aggregate. Raises on failure (some may then be stored: at least once)."""
+
+
+class Subscription(Protocol):
+    async def fetch(self, max_events: int, timeout_seconds: float) -> list[Delivery]:
+        """The next deliveries after this group's committed position, in order per
+        partition; waits up to timeout_seconds for the first, then returns [] if none."""
+
+    async def commit(self, deliveries: Sequence[Delivery]) -> None:
+        """Records these deliveries, and all before them in their partitions, as processed
+        by the group: a restarted consumer continues after them."""
+
+
+class Transport(Protocol):
+    name: str
+    """"kafka" or "postgres", for logs, metrics and benchmark tables."""
+
+    def publisher(self) -> AbstractAsyncContextManager[Publisher]: ...
+
+    def subscribe(
+        self, group: str, topics: Sequence[str]
+    ) -> AbstractAsyncContextManager[Subscription]:
+        """Joins consumer group `group` on `topics`; a group's members share the work."""
+
+    async def rewind(self, group: str, topics: Sequence[str], since: datetime | None) -> None:
+        """Moves the group's committed position back (or forward) to the first event
+        published at or after `since` (None: the beginning of the log). The group's
+        consumers must be stopped; they re-read from there when they start."""
