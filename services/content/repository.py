@@ -2,14 +2,24 @@
 
 The statements on the read (feed) path are module constants, so tests can EXPLAIN the
 exact text the service runs.
+
+Every change also writes its domain event to content_service.outbox in the same
+transaction (services.runtime.events.outbox), so an event exists exactly when its change
+committed; a call that changes nothing (a repeated like) writes none.
 """
 
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from google.protobuf.message import Message
+
+from nova.events.v1 import events_pb2
 from services.runtime.db import Database
 from services.runtime.errors import NotFound, PermissionDenied
+from services.runtime.events import outbox
+from services.runtime.events.envelope import new_event
+from services.runtime.events.model import Event
 from services.runtime.ids import new_id
 from services.runtime.pagination import NEWEST_CURSOR
 
@@ -38,6 +48,9 @@ class PostStatsRecord:
     comment_count: int
     viewer_has_liked: bool
 
+
+SCHEMA = "content_service"
+"""The service's schema, where its outbox is (services/content/service.py declares it)."""
 
 _POST_COLUMNS = "id, author_id, text, created_at"
 
@@ -111,6 +124,54 @@ def _no_post(post_id: uuid.UUID) -> NotFound:
     return NotFound(f"no post with id {post_id}")
 
 
+def _post_event(tenant_id: uuid.UUID, post_id: uuid.UUID, payload: Message) -> Event:
+    """An event whose aggregate is the post (comments and likes included), so a consumer
+    receives a post's events in the order they committed: never a like before its post."""
+    return new_event(
+        tenant_id=tenant_id, aggregate_type="post", aggregate_id=post_id, payload=payload
+    )
+
+
+def _post_created(tenant_id: uuid.UUID, post: PostRecord) -> Event:
+    return _post_event(
+        tenant_id,
+        post.id,
+        events_pb2.PostCreated(post_id=str(post.id), author_id=str(post.author_id)),
+    )
+
+
+def _post_deleted(tenant_id: uuid.UUID, post_id: uuid.UUID, author_id: uuid.UUID) -> Event:
+    return _post_event(
+        tenant_id,
+        post_id,
+        events_pb2.PostDeleted(post_id=str(post_id), author_id=str(author_id)),
+    )
+
+
+def _comment_created(tenant_id: uuid.UUID, comment: CommentRecord) -> Event:
+    return _post_event(
+        tenant_id,
+        comment.post_id,
+        events_pb2.CommentCreated(
+            comment_id=str(comment.id),
+            post_id=str(comment.post_id),
+            author_id=str(comment.author_id),
+        ),
+    )
+
+
+def _post_liked(tenant_id: uuid.UUID, post_id: uuid.UUID, user_id: uuid.UUID) -> Event:
+    return _post_event(
+        tenant_id, post_id, events_pb2.PostLiked(post_id=str(post_id), user_id=str(user_id))
+    )
+
+
+def _post_unliked(tenant_id: uuid.UUID, post_id: uuid.UUID, user_id: uuid.UUID) -> Event:
+    return _post_event(
+        tenant_id, post_id, events_pb2.PostUnliked(post_id=str(post_id), user_id=str(user_id))
+    )
+
+
 class ContentRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -128,8 +189,10 @@ class ContentRepository:
                 author_id,
                 text,
             )
-        assert row is not None
-        return PostRecord(**row)
+            assert row is not None
+            post = PostRecord(**row)
+            await outbox.append(conn, SCHEMA, [_post_created(tenant_id, post)])
+        return post
 
     async def get_post(self, *, tenant_id: uuid.UUID, post_id: uuid.UUID) -> PostRecord:
         found = await self.get_posts(tenant_id=tenant_id, post_ids=[post_id])
@@ -147,7 +210,8 @@ class ContentRepository:
     async def delete_post(
         self, *, tenant_id: uuid.UUID, post_id: uuid.UUID, author_id: uuid.UUID
     ) -> None:
-        """Deletes the post with its comments and likes (the foreign keys cascade)."""
+        """Deletes the post with its comments and likes (the foreign keys cascade). Its one
+        PostDeleted event stands for them all: no PostUnliked is written for the likes."""
         async with self._db.transaction() as conn:
             owner = await conn.fetchval(
                 """SELECT author_id FROM content_service.posts
@@ -161,11 +225,13 @@ class ContentRepository:
                 raise PermissionDenied(
                     f"post {post_id} belongs to another user; only its author can delete it"
                 )
-            await conn.execute(
+            deleted = await conn.execute(
                 "DELETE FROM content_service.posts WHERE tenant_id = $1 AND id = $2",
                 tenant_id,
                 post_id,
             )
+            if deleted == "DELETE 1":
+                await outbox.append(conn, SCHEMA, [_post_deleted(tenant_id, post_id, author_id)])
 
     async def list_user_posts(
         self, *, tenant_id: uuid.UUID, author_id: uuid.UUID, after: uuid.UUID | None, limit: int
@@ -216,8 +282,10 @@ class ContentRepository:
                 author_id,
                 text,
             )
-        assert row is not None
-        return CommentRecord(**row)
+            assert row is not None
+            comment = CommentRecord(**row)
+            await outbox.append(conn, SCHEMA, [_comment_created(tenant_id, comment)])
+        return comment
 
     async def latest_comments(
         self, *, tenant_id: uuid.UUID, post_ids: list[uuid.UUID], limit_per_post: int
@@ -252,6 +320,7 @@ class ContentRepository:
             )
             if inserted:
                 await conn.execute(_ADD_LIKES, tenant_id, post_id, 1)
+                await outbox.append(conn, SCHEMA, [_post_liked(tenant_id, post_id, user_id)])
             return bool(inserted)
 
     async def unlike_post(
@@ -269,6 +338,7 @@ class ContentRepository:
             )
             if deleted:
                 await conn.execute(_ADD_LIKES, tenant_id, post_id, -1)
+                await outbox.append(conn, SCHEMA, [_post_unliked(tenant_id, post_id, user_id)])
             elif not await conn.fetchval(_POST_EXISTS, tenant_id, post_id):
                 raise _no_post(post_id)
             return bool(deleted)

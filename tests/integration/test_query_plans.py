@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import pytest
 
 from services.content import repository as content_sql
@@ -167,9 +168,16 @@ CASE_NAMES = list(_cases(uuid.UUID(int=0)))
 async def tenant(deps: Dependencies) -> uuid.UUID:
     """A tenant of its own, populated, so no other test sees (or skews) these rows."""
     tenant_id = uuid.uuid4()
-    async with deps.db.transaction() as conn:
-        for statement in _POPULATE:
-            await conn.execute(statement, tenant_id)
+    # A new session: a pooled one may hold foreign-key check plans cached while the tables
+    # were nearly empty, which made the bulk insert take minutes instead of a second.
+    assert deps.config.database_url is not None
+    conn = await asyncpg.connect(deps.config.database_url)
+    try:
+        async with conn.transaction():
+            for statement in _POPULATE:
+                await conn.execute(statement, tenant_id)
+    finally:
+        await conn.close()
     async with deps.db.connection() as conn:
         await conn.execute(
             "ANALYZE user_service.users, user_service.follows, content_service.posts, "

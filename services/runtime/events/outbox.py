@@ -17,7 +17,12 @@ from services.runtime.events.model import Event
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]*")
 
 
-def _checked(schema: str) -> str:
+NOTIFY_CHANNEL = "nova_outbox"
+"""Writers notify it (payload: the schema) when they commit events, to wake the relay."""
+
+
+def checked_schema(schema: str) -> str:
+    """`schema`, if it is a plain lowercase identifier (it is put into SQL text)."""
     if not _SCHEMA.fullmatch(schema):
         raise ValueError(f"schema name {schema!r} must be a lowercase identifier")
     return schema
@@ -31,7 +36,7 @@ async def append(conn: asyncpg.Connection, schema: str, events: Sequence[Event])
     if not conn.is_in_transaction():
         raise RuntimeError("outbox.append must run inside the transaction of the change")
     await conn.executemany(
-        f"""INSERT INTO {_checked(schema)}.outbox
+        f"""INSERT INTO {checked_schema(schema)}.outbox
                 (event_id, tenant_id, aggregate_type, aggregate_id, event_type,
                  occurred_at, envelope)
             VALUES ($1, $2, $3, $4, $5, $6, $7)""",
@@ -48,6 +53,8 @@ async def append(conn: asyncpg.Connection, schema: str, events: Sequence[Event])
             for event in events
         ],
     )
+    # Delivered when the transaction commits (and only then), once per transaction.
+    await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, schema)
 
 
 OUTBOX_DDL = """
