@@ -160,3 +160,31 @@ def _no_proxy() -> Iterator[None]:
     }
     yield
     os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+async def kafka_bootstrap() -> AsyncIterator[str]:
+    """A Kafka-protocol broker's bootstrap address: NOVA_TEST_KAFKA_BOOTSTRAP if set,
+    else a Tansu broker (tests/brokers.py) started for the session."""
+    configured = os.environ.get("NOVA_TEST_KAFKA_BOOTSTRAP")
+    if configured:
+        yield configured
+        return
+    from tests.brokers import tansu_broker
+
+    async with tansu_broker() as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture(scope="session")
+async def redis_url() -> AsyncIterator[str]:
+    """A Redis URL: NOVA_TEST_REDIS_URL if set (CI), else a redis-server started for the
+    session; without either the test fails, saying how to provide one."""
+    configured = os.environ.get("NOVA_TEST_REDIS_URL")
+    if configured:
+        yield configured
+        return
+    from tests.brokers import redis_server
+
+    async with redis_server() as url:
+        yield url

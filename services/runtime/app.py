@@ -9,6 +9,7 @@ from services.runtime.config import Config
 from services.runtime.db import Database, open_database
 from services.runtime.embedded_postgres import embedded_postgres
 from services.runtime.events import schema as events_schema
+from services.runtime.events.workers import ConsumerSpec
 from services.runtime.migrations import migrate
 from services.runtime.server import RunningServer, start_server
 from services.runtime.service import Dependencies, ServiceSpec
@@ -30,14 +31,20 @@ async def open_dependencies(config: Config) -> AsyncIterator[Dependencies]:
         yield Dependencies(config=config, db=db, tokens=tokens)
 
 
-async def migrate_services(db: Database, specs: Iterable[ServiceSpec]) -> dict[str, list[str]]:
-    """Applies pending migrations of the event machinery ("events") and of each service;
-    returns what was applied, by name."""
+async def migrate_services(
+    db: Database, specs: Iterable[ServiceSpec], consumers: Iterable[ConsumerSpec] = ()
+) -> dict[str, list[str]]:
+    """Applies pending migrations of the event machinery ("events"), of each service and
+    of each consumer group's schema; returns what was applied, by name."""
     applied = {}
     async with db.connection() as conn:
         applied["events"] = await migrate(
             conn, schema=events_schema.SCHEMA, directory=events_schema.MIGRATIONS
         )
+        for consumer in consumers:
+            applied[consumer.group] = await migrate(
+                conn, schema=consumer.schema, directory=consumer.migrations
+            )
         for spec in specs:
             applied[spec.name] = await migrate(conn, schema=spec.schema, directory=spec.migrations)
     return applied

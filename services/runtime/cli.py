@@ -15,13 +15,16 @@ import uvloop
 from gateway.server import serve_gateway
 from services.runtime.app import migrate_services, open_dependencies, serve
 from services.runtime.bench import breaker, feed, hedging, overhead, overload, rotation
+from services.runtime.bench import events as events_bench
 from services.runtime.bench.loadgen import Load
 from services.runtime.bench.rpc import BenchError, RpcBench, bench_rpc
 from services.runtime.config import Config, ConfigError
+from services.runtime.event_commands import event_workers, events, relay_command
+from services.runtime.events.workers import running_events
 from services.runtime.logs import configure_logging
 from services.runtime.metrics import process_telemetry
 from services.runtime.migrations import MigrationError
-from services.runtime.registry import SERVICES
+from services.runtime.registry import CONSUMERS, SERVICES
 from services.runtime.seed import SeedError, SeedPlan, seed_and_report
 from services.runtime.server import PortInUse
 from services.runtime.service import ServiceSpec
@@ -70,7 +73,7 @@ def main() -> None:
 def up() -> None:
     """Run every service and the GraphQL gateway in this process (embedded PostgreSQL
     unless NOVA_DATABASE_URL)."""
-    run(_serve_until_signal(load_config(), list(SERVICES.values()), gateway=True))
+    run(_serve_until_signal(load_config(), list(SERVICES.values()), gateway=True, events=True))
 
 
 @main.command(name="serve")
@@ -78,9 +81,9 @@ def up() -> None:
 def serve_one(service: str) -> None:
     """Run one service, or the gateway (production: one process each)."""
     if service == "gateway":
-        run(_serve_until_signal(load_config(), [], gateway=True))
+        run(_serve_until_signal(load_config(), [], gateway=True, events=False))
     else:
-        run(_serve_until_signal(load_config(), [SERVICES[service]], gateway=False))
+        run(_serve_until_signal(load_config(), [SERVICES[service]], gateway=False, events=False))
 
 
 @main.command()
@@ -91,7 +94,8 @@ def migrate(services: tuple[str, ...]) -> None:
 
     async def apply() -> None:
         async with open_dependencies(load_config()) as deps:
-            for name, applied in (await migrate_services(deps.db, specs)).items():
+            migrated = await migrate_services(deps.db, specs, CONSUMERS.values())
+            for name, applied in migrated.items():
                 click.echo(f"{name}: {', '.join(applied) if applied else 'up to date'}")
 
     run(apply())
@@ -192,11 +196,15 @@ def bench_rpc_command(
         raise click.ClickException(str(error)) from None
 
 
-for scenario in (overload, overhead, breaker, hedging, rotation, feed):
+for scenario in (overload, overhead, breaker, hedging, rotation, feed, events_bench):
     bench.add_command(scenario.command)
+main.add_command(relay_command)
+main.add_command(events)
 
 
-async def _serve_until_signal(config: Config, specs: list[ServiceSpec], *, gateway: bool) -> None:
+async def _serve_until_signal(
+    config: Config, specs: list[ServiceSpec], *, gateway: bool, events: bool
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -213,8 +221,17 @@ async def _serve_until_signal(config: Config, specs: list[ServiceSpec], *, gatew
         addresses = dict(config.addresses)
         if specs:
             deps = await stack.enter_async_context(open_dependencies(config))
-            await migrate_services(deps.db, specs)
+            await migrate_services(deps.db, specs, CONSUMERS.values() if events else ())
             servers = await stack.enter_async_context(serve(deps, specs))
+            if events:
+                workers = event_workers(config, relay=True, groups=list(CONSUMERS))
+                worked = await stack.enter_async_context(
+                    running_events(deps.db, config.events, workers)
+                )
+                lines.append(
+                    f"{'events':<15} {worked.transport.name + ' transport':<40} "
+                    f"{', '.join(worked.names)}"
+                )
             lines.append(
                 "database: NOVA_DATABASE_URL"
                 if config.database_url

@@ -13,12 +13,14 @@ from gateway.settings import GatewaySettings
 from services.runtime.clients import ClientSettings
 from services.runtime.config_sections import (
     client_settings,
+    event_settings,
     gateway_settings,
     metrics_port,
     server_chain,
 )
 from services.runtime.env import ConfigError as ConfigError
 from services.runtime.env import EnvReader
+from services.runtime.events.settings import EventSettings
 from services.runtime.server_chain import ServerChain
 
 SERVICE_NAMES = ("user", "content", "feed", "analytics", "recommendation")
@@ -58,6 +60,8 @@ class Config:
     """Which server interceptors run, and their limits."""
     metrics_port: int | None
     """Prometheus scrape endpoint; None: none, 0: any free port."""
+    events: EventSettings
+    """Transport (Kafka or the PostgreSQL log), relay and outbox retention."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
@@ -94,6 +98,7 @@ class Config:
             gateway=gateway_settings(read),
             server=server_chain(read),
             metrics_port=metrics_port(read),
+            events=event_settings(read),
         )
 
 

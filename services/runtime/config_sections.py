@@ -16,6 +16,7 @@ from interceptors.propagation import PropagationSettings
 from interceptors.retry import BudgetSettings, RetrySettings
 from services.runtime.clients import ClientSettings
 from services.runtime.env import ConfigError, EnvReader
+from services.runtime.events.settings import EventSettings
 from services.runtime.server_chain import ServerChain
 
 
@@ -99,6 +100,21 @@ def server_chain(read: EnvReader) -> ServerChain:
             default_seconds=default_ms / 1000, minimum_seconds=minimum_ms / 1000
         ),
         backpressure=None if limiter == "off" else backpressure,
+    )
+
+
+def event_settings(read: EnvReader) -> EventSettings:
+    bootstrap = read.optional("NOVA_KAFKA_BOOTSTRAP")
+    if bootstrap is not None and not all(
+        host.rpartition(":")[2].isdigit() for host in bootstrap.split(",")
+    ):
+        raise ConfigError(f"NOVA_KAFKA_BOOTSTRAP must be host:port[,host:port…]; got {bootstrap!r}")
+    return EventSettings(
+        kafka_bootstrap=bootstrap,
+        kafka_partitions=read.number("NOVA_KAFKA_PARTITIONS", 3, 1, 1000),
+        relay_batch_size=read.number("NOVA_RELAY_BATCH_SIZE", 500, 1, 100_000),
+        relay_poll_seconds=read.seconds_from_ms("NOVA_RELAY_POLL_MS", 1000, 10, 600_000),
+        outbox_retention_seconds=read.number("NOVA_OUTBOX_RETENTION_HOURS", 168, 0, 100_000) * 3600,
     )
 
 

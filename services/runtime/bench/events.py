@@ -1,0 +1,292 @@
+"""`nova bench events`: events from commit to consumer effect, on both transports.
+
+For each transport (the PostgreSQL log, then Kafka: NOVA_KAFKA_BOOTSTRAP's, or the
+embedded Tansu broker when none is set) the real path runs in this process: writers
+commit PostLiked events to an outbox of the bench's own (one event per transaction, as a
+service writes them), the relay publishes them, and a consumer group applies each with
+an effect row in the same transaction as its processed-event record. Two measurements:
+
+- throughput: `--events` events written by 8 concurrent writers as fast as they can go;
+  events/s from the first commit to the last effect;
+- lag: events written at a fixed `--rate` for `--duration` seconds (open loop); per event,
+  the time from its commit to its effect (the effect row's clock_timestamp()), p50/p99.
+
+Writers, relay and consumer share this process and PostgreSQL shares the machine, as in
+`nova up`; a deployment runs them apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+import click
+from hdrh.histogram import HdrHistogram
+from rich.console import Console
+from rich.table import Table
+
+from nova.events.v1 import events_pb2
+from services.runtime.app import migrate_services, open_dependencies
+from services.runtime.bench.rpc import BenchError
+from services.runtime.config import Config
+from services.runtime.db import Database
+from services.runtime.embedded_kafka import BrokerStartError, tansu_broker
+from services.runtime.events import outbox
+from services.runtime.events.consumer import ANY_EVENT, Consumer, ConsumerSettings
+from services.runtime.events.envelope import new_event
+from services.runtime.events.model import Event, Transport, topic_for
+from services.runtime.events.relay import Relay
+from services.runtime.events.settings import EventSettings
+from services.runtime.events.transports import open_transport
+from services.runtime.ids import DEFAULT_TENANT_ID
+from services.runtime.registry import SERVICES
+
+_SCHEMA = "bench_events"
+_WRITERS = 8
+_HIGHEST_MICROSECONDS = 600_000_000
+_SETTLE_TIMEOUT_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class EventsBench:
+    events: int
+    """Events of the throughput run."""
+    rate: float
+    """Events/s of the lag run."""
+    duration: float
+    """Seconds of the lag run."""
+
+
+@dataclass(frozen=True)
+class Measured:
+    transport: str
+    events_per_second: float
+    lag_p50_ms: float
+    lag_p99_ms: float
+    lag_max_ms: float
+    lag_events: int
+    duplicates: int
+
+
+async def bench_events(config: Config, options: EventsBench) -> list[Measured]:
+    console = Console()
+    results = []
+    async with open_dependencies(config) as deps:
+        await migrate_services(deps.db, SERVICES.values())
+        await _bench_schema(deps.db)
+        for name in ("postgres", "kafka"):
+            console.print(f"bench: {name} transport")
+            async with _bootstrap(config, name) as kafka:
+                results.append(await _measure(deps.db, kafka, config.events, options))
+    console.print(table(results, options))
+    return results
+
+
+@contextlib.asynccontextmanager
+async def _bootstrap(config: Config, transport: str) -> AsyncIterator[str | None]:
+    if transport == "postgres":
+        yield None
+    elif config.events.kafka_bootstrap is not None:
+        yield config.events.kafka_bootstrap
+    else:
+        try:
+            async with tansu_broker() as bootstrap:
+                yield bootstrap
+        except BrokerStartError as error:
+            raise BenchError(str(error)) from None
+
+
+async def _bench_schema(db: Database) -> None:
+    async with db.connection() as conn:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {_SCHEMA} CASCADE")
+        await conn.execute(f"CREATE SCHEMA {_SCHEMA}")
+        await conn.execute(outbox.OUTBOX_DDL.format(schema=_SCHEMA))
+        await conn.execute(
+            f"""CREATE TABLE {_SCHEMA}.effects (
+                    event_id uuid PRIMARY KEY,
+                    committed_at timestamptz NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT clock_timestamp())"""
+        )
+
+
+async def _measure(
+    db: Database, kafka: str | None, settings: EventSettings, options: EventsBench
+) -> Measured:
+    relay_settings = EventSettings(relay_batch_size=settings.relay_batch_size)
+    async with (
+        open_transport(db, kafka) as transport,
+        transport.publisher() as publisher,
+    ):
+        group = f"bench-{uuid.uuid4().hex[:8]}"
+        await transport.rewind(group, [topic_for("post")], datetime.now().astimezone())
+        consumer = _consumer(transport, db, group)
+        relay = Relay(db, publisher, [_SCHEMA], relay_settings)
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(relay.run(stop)), asyncio.create_task(consumer.run(stop))]
+        try:
+            burst = await _throughput(db, options.events)
+            lag = await _lag(db, options.rate, options.duration)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+    return Measured(
+        transport=transport.name,
+        events_per_second=burst,
+        lag_p50_ms=lag.get_value_at_percentile(50) / 1000,
+        lag_p99_ms=lag.get_value_at_percentile(99) / 1000,
+        lag_max_ms=lag.get_max_value() / 1000,
+        lag_events=lag.get_total_count(),
+        duplicates=consumer.stats.duplicates,
+    )
+
+
+def _consumer(transport: Transport, db: Database, group: str) -> Consumer:
+    async def apply(conn: asyncpg.Connection, event: Event, envelope: object) -> None:
+        await conn.execute(
+            f"""INSERT INTO {_SCHEMA}.effects (event_id, committed_at) VALUES ($1, $2)""",
+            event.event_id,
+            event.occurred_at,
+        )
+
+    consumer = Consumer(
+        group,
+        transport,
+        db,
+        topics=[topic_for("post")],
+        settings=ConsumerSettings(batch_size=500, fetch_timeout_seconds=0.2),
+    )
+    consumer.on(ANY_EVENT, apply)
+    return consumer
+
+
+async def _write(db: Database, post_id: str) -> uuid.UUID:
+    """One transaction with one event; occurred_at is set just before the commit."""
+    event = new_event(
+        tenant_id=DEFAULT_TENANT_ID,
+        aggregate_type="post",
+        aggregate_id=post_id,
+        payload=events_pb2.PostLiked(post_id=post_id, user_id=str(uuid.uuid4())),
+    )
+    async with db.transaction() as conn:
+        await outbox.append(conn, _SCHEMA, [event])
+    return event.event_id
+
+
+async def _throughput(db: Database, count: int) -> float:
+    start = time.perf_counter()
+    posts = [f"bench-post-{index}" for index in range(64)]
+    remaining = iter(range(count))
+    ids: list[uuid.UUID] = []
+
+    async def writer() -> None:
+        for index in remaining:
+            ids.append(await _write(db, posts[index % len(posts)]))
+
+    await asyncio.gather(*(writer() for _ in range(_WRITERS)))
+    await _applied(db, ids)
+    return count / (time.perf_counter() - start)
+
+
+async def _lag(db: Database, rate: float, duration: float) -> HdrHistogram:
+    ids: list[uuid.UUID] = []
+    writes: set[asyncio.Task[uuid.UUID]] = set()
+    interval = 1 / rate
+    start = time.perf_counter()
+    for index in range(round(rate * duration)):
+        await asyncio.sleep(max(0.0, start + index * interval - time.perf_counter()))
+        task = asyncio.create_task(_write(db, f"lag-post-{index % 64}"))
+        writes.add(task)
+        task.add_done_callback(writes.discard)
+        task.add_done_callback(lambda done: ids.append(done.result()))
+    await asyncio.gather(*list(writes))
+    await _applied(db, ids)
+    histogram = HdrHistogram(1, _HIGHEST_MICROSECONDS, 3)
+    async with db.connection() as conn:
+        lags = await conn.fetch(
+            f"""SELECT extract(epoch FROM applied_at - committed_at) * 1e6 AS us
+                  FROM {_SCHEMA}.effects WHERE event_id = ANY($1::uuid[])""",
+            ids,
+        )
+    for row in lags:
+        histogram.record_value(max(1, min(int(row["us"]), _HIGHEST_MICROSECONDS)))
+    return histogram
+
+
+async def _applied(db: Database, ids: list[uuid.UUID]) -> None:
+    deadline = time.perf_counter() + _SETTLE_TIMEOUT_SECONDS
+    while time.perf_counter() < deadline:
+        async with db.connection() as conn:
+            done = await conn.fetchval(
+                f"SELECT count(*) FROM {_SCHEMA}.effects WHERE event_id = ANY($1::uuid[])", ids
+            )
+        if done == len(ids):
+            return
+        await asyncio.sleep(0.02)
+    raise BenchError(f"only {done} of {len(ids)} events reached the consumer within 120 s")
+
+
+def table(results: list[Measured], options: EventsBench) -> Table:
+    result = Table(
+        title=(
+            f"nova bench events: commit → relay → transport → consumer effect; "
+            f"throughput: {options.events} events, {_WRITERS} writers; "
+            f"lag: {options.rate:g} events/s for {options.duration:g} s"
+        ),
+        title_justify="left",
+    )
+    result.add_column("")
+    for measured in results:
+        result.add_column(measured.transport, justify="right")
+    rows: list[tuple[str, Callable[[Measured], str]]] = [
+        ("throughput events/s", lambda m: f"{m.events_per_second:.0f}"),
+        ("lag p50 ms", lambda m: f"{m.lag_p50_ms:.1f}"),
+        ("lag p99 ms", lambda m: f"{m.lag_p99_ms:.1f}"),
+        ("lag max ms", lambda m: f"{m.lag_max_ms:.1f}"),
+        ("events measured for lag", lambda m: str(m.lag_events)),
+        ("duplicates dropped", lambda m: str(m.duplicates)),
+    ]
+    for label, value in rows:
+        result.add_row(label, *(value(measured) for measured in results))
+    return result
+
+
+@click.command(name="events")
+@click.option(
+    "--events",
+    type=click.IntRange(min=1),
+    default=3000,
+    show_default=True,
+    help="Events of the throughput run.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=200,
+    show_default=True,
+    help="Events/s of the lag run.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10,
+    show_default=True,
+    help="Seconds of the lag run.",
+)
+def command(events: int, rate: float, duration: float) -> None:
+    """Events from commit to consumer effect on the PostgreSQL log and on Kafka, side by
+    side: throughput and lag p50/p99."""
+    from services.runtime.cli import load_config, run
+
+    async def main() -> None:
+        await bench_events(load_config(), EventsBench(events, rate, duration))
+
+    try:
+        run(main())
+    except BenchError as error:
+        raise click.ClickException(str(error)) from None

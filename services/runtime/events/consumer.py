@@ -1,0 +1,373 @@
+"""Consumers: handlers subscribed to event types under a group name, each event's effect
+applied exactly once although the transport delivers at least once.
+
+Every transport may deliver an event again (a relay crash republishes, a consumer crash
+re-reads from the last committed position, `rewind` and dead-letter replay re-read on
+purpose), so a consumer records each event id *with* its effect, atomically, and treats an
+id it already recorded as a duplicate (no effect; counted in `nova.events.duplicates`):
+
+- PostgreSQL effects (`Consumer.on`): one transaction per event inserts
+  (group, event_id) into nova_events.processed_events, ON CONFLICT DO NOTHING, and runs
+  the handler on the same connection. The record and the effect commit together or not
+  at all, and a concurrent second delivery blocks on the key, then sees it.
+- Redis effects (`Consumer.on_redis`): the marker `nova:processed:<group>:<event_id>` is
+  written by `SET NX EX` inside the same MULTI/EXEC transaction as the commands the handler
+  queues, under WATCH of the marker: WATCH, EXISTS (set: duplicate), MULTI, SET NX EX,
+  the handler's commands, EXEC. Marker and effect are applied together or not at all; a
+  concurrent writer of the marker aborts the EXEC (WatchError) and the retry sees a
+  duplicate. What this does not give, and why the PostgreSQL path is preferred:
+  * handlers can only queue writes (in MULTI, reads return nothing until EXEC), on keys
+    of one Redis node (on a cluster, WATCH/MULTI keys must share a hash slot);
+  * Redis does not roll a transaction back when a queued command fails at run time
+    (WRONGTYPE): the rest, marker included, stays applied, so the event is dead-lettered
+    at once (a retry would see the marker) with an error that says so;
+  * the marker expires after `redis_marker_ttl_seconds` (Redis memory), so a delivery
+    later than that is not recognised as a duplicate.
+
+A handler that raises is retried `max_attempts` times with a doubling backoff; then the
+event goes to nova_events.dead_letters (dead_letters.py lists and replays them) and the
+consumer moves on, so one poison event does not stop its group. Infrastructure errors
+(the database or Redis unreachable) are not the event's fault: they abort the batch
+without dead-lettering, and the consumer resubscribes after a backoff and re-reads from
+its committed position (the events already done in that batch are then duplicates).
+
+The transport position is committed only after the whole batch's effects committed.
+Events of a type with no handler are skipped (and committed past).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+import structlog
+from opentelemetry import metrics, propagate, trace
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
+
+from nova.events.v1 import events_pb2
+from services.runtime.db import Database
+from services.runtime.errors import ResourceExhausted
+from services.runtime.events.dead_letters import record_dead_letter
+from services.runtime.events.model import ALL_TOPICS, Delivery, Event, Transport
+
+_log = structlog.get_logger("nova.events.consumer")
+_tracer = trace.get_tracer("nova.events")
+
+PostgresHandler = Callable[[asyncpg.Connection, Event, events_pb2.EventEnvelope], Awaitable[None]]
+"""Applies an event's effect on `conn`, inside the transaction that records the event."""
+
+RedisHandler = Callable[[Pipeline, Event, events_pb2.EventEnvelope], Awaitable[None]]
+"""Queues an event's effect as write commands on `pipe`, a MULTI block that also sets the
+event's processed marker (do not await the commands: they run at EXEC)."""
+
+ANY_EVENT = "*"
+"""Registers a handler for every event type without a handler of its own."""
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    ResourceExhausted,
+    RedisConnectionError,
+    RedisTimeoutError,
+)
+"""Errors that say a dependency is down, not that the event is bad: never dead-lettered."""
+
+_MAX_RETRY_BACKOFF_SECONDS = 2.0
+_MAX_RESUBSCRIBE_BACKOFF_SECONDS = 5.0
+_ERROR_TEXT_LIMIT = 2000
+_MARK_PROCESSED = """
+    INSERT INTO nova_events.processed_events (group_name, event_id) VALUES ($1, $2)
+    ON CONFLICT DO NOTHING
+    RETURNING true
+"""
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    batch_size: int = 100
+    """Deliveries fetched, processed and committed together."""
+    fetch_timeout_seconds: float = 1.0
+    """How long a fetch waits for the first delivery (and how late a stop can be seen)."""
+    max_attempts: int = 5
+    """Handler runs per event before it is dead-lettered."""
+    retry_backoff_seconds: float = 0.05
+    """Pause after the first failed attempt; doubles per attempt, capped at 2 s."""
+    redis_marker_ttl_seconds: int = 7 * 86400
+    """How long a Redis handler's processed marker is kept (its duplicate window)."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.max_attempts < 1:
+            raise ValueError("batch_size and max_attempts must be at least 1")
+
+
+@dataclass(frozen=True)
+class _Route:
+    """One of the two: where the handler's effect goes."""
+
+    postgres: PostgresHandler | None = None
+    redis: RedisHandler | None = None
+
+
+@dataclass
+class ConsumerStats:
+    """What a consumer did since it was made (the counters also go to the meter)."""
+
+    processed: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    """Events of a type without a handler."""
+    retries: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+
+
+class _NotRetryable(Exception):
+    """A failure another attempt cannot fix; the event is dead-lettered at once."""
+
+
+@dataclass
+class Consumer:
+    """One consumer group's handlers, and the loop that feeds them from `transport`.
+
+    ``consumer = Consumer("audit", transport, db); consumer.on(ANY_EVENT, record)``,
+    then ``await consumer.run(stop)``. Several processes running the same group share the
+    work as the transport assigns it.
+    """
+
+    group: str
+    transport: Transport
+    db: Database
+    """Holds processed_events and dead_letters (and is where PostgreSQL effects go)."""
+    redis: Redis | None = None
+    """Needed by Redis handlers only; the caller owns (and closes) it."""
+    topics: Sequence[str] = ALL_TOPICS
+    settings: ConsumerSettings = field(default_factory=ConsumerSettings)
+    meter: metrics.Meter | None = None
+    stats: ConsumerStats = field(default_factory=ConsumerStats, init=False)
+    _routes: dict[str, _Route] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        meter = self.meter if self.meter is not None else metrics.get_meter("nova.events")
+        self._processed = meter.create_counter(
+            "nova.events.processed",
+            unit="{event}",
+            description="Events whose handler's effect committed, by group and event type.",
+        )
+        self._duplicates = meter.create_counter(
+            "nova.events.duplicates",
+            unit="{event}",
+            description="Deliveries of events a group had already processed (no effect).",
+        )
+        self._dead_lettered = meter.create_counter(
+            "nova.events.dead_lettered",
+            unit="{event}",
+            description="Events whose handler failed every attempt, moved to dead_letters.",
+        )
+
+    def on(self, event_types: str | Iterable[str], handler: PostgresHandler) -> None:
+        """Runs `handler` for these event types ("PostCreated", or ANY_EVENT), with its
+        effect in PostgreSQL, in the transaction that records the event as processed."""
+        for event_type in _names(event_types):
+            self._add(event_type, _Route(postgres=handler))
+
+    def on_redis(self, event_types: str | Iterable[str], handler: RedisHandler) -> None:
+        """Runs `handler` for these event types with its effect in Redis, queued in the
+        MULTI/EXEC transaction that sets the event's processed marker."""
+        if self.redis is None:
+            raise ValueError(f"consumer {self.group!r} has Redis handlers but no Redis client")
+        for event_type in _names(event_types):
+            self._add(event_type, _Route(redis=handler))
+
+    def _add(self, event_type: str, route: _Route) -> None:
+        if event_type in self._routes:
+            raise ValueError(f"{self.group!r} already has a handler for {event_type!r}")
+        self._routes[event_type] = route
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consumes until `stop` is set (the batch in progress finishes and is committed)
+        or the task is cancelled (the uncommitted batch is delivered again later)."""
+        _log.info(
+            "consumer started",
+            group=self.group,
+            topics=list(self.topics),
+            transport=self.transport.name,
+            event_types=sorted(self._routes),
+        )
+        backoff = 0.1
+        try:
+            while not stop.is_set():
+                try:
+                    async with self.transport.subscribe(self.group, self.topics) as subscription:
+                        while not stop.is_set():
+                            deliveries = await subscription.fetch(
+                                self.settings.batch_size, self.settings.fetch_timeout_seconds
+                            )
+                            if deliveries:
+                                await self.process(deliveries)
+                                await subscription.commit(deliveries)
+                            backoff = 0.1
+                except Exception as error:  # a dependency or the transport failed
+                    _log.warning(
+                        "consumer batch failed; resubscribing",
+                        group=self.group,
+                        error=_describe(error),
+                        retry_in=backoff,
+                    )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), backoff)
+                    backoff = min(backoff * 2, _MAX_RESUBSCRIBE_BACKOFF_SECONDS)
+        finally:
+            _log.info("consumer stopped", group=self.group, **vars(self.stats))
+
+    async def process(self, deliveries: Sequence[Delivery]) -> None:
+        """Applies each delivery's effect once, in order; returns when all are done
+        (processed, skipped as duplicates or without handler, or dead-lettered). Raises
+        only for infrastructure errors, before the batch may be committed."""
+        for delivery in deliveries:
+            await self._deliver(delivery)
+        self.stats.batches += 1
+
+    async def _deliver(self, delivery: Delivery) -> None:
+        event = delivery.event
+        route = self._routes.get(event.event_type) or self._routes.get(ANY_EVENT)
+        if route is None:
+            self.stats.skipped += 1
+            return
+        envelope = event.decode()
+        context = propagate.extract({"traceparent": envelope.traceparent})
+        attributes = {
+            "messaging.consumer.group.name": self.group,
+            "messaging.destination.name": delivery.topic,
+            "messaging.message.id": str(event.event_id),
+        }
+        with _tracer.start_as_current_span(
+            f"process {event.event_type}",
+            context=context,
+            kind=trace.SpanKind.CONSUMER,
+            attributes=attributes,
+        ):
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    applied = await self._apply(route, event, envelope)
+                    break
+                except TRANSIENT_ERRORS:
+                    raise
+                except Exception as error:
+                    if isinstance(error, _NotRetryable) or attempt >= self.settings.max_attempts:
+                        await self._dead_letter(delivery, error, attempt)
+                        return
+                    pause = min(
+                        self.settings.retry_backoff_seconds * 2 ** (attempt - 1),
+                        _MAX_RETRY_BACKOFF_SECONDS,
+                    )
+                    self.stats.retries += 1
+                    _log.warning(
+                        "event handler failed; retrying",
+                        group=self.group,
+                        event_id=str(event.event_id),
+                        event_type=event.event_type,
+                        attempt=attempt,
+                        error=_describe(error),
+                        retry_in=pause,
+                    )
+                    await asyncio.sleep(pause)
+        if applied:
+            self.stats.processed += 1
+            self._processed.add(1, {"group": self.group, "event_type": event.event_type})
+        else:
+            self.stats.duplicates += 1
+            self._duplicates.add(1, {"group": self.group})
+
+    async def _apply(self, route: _Route, event: Event, envelope: events_pb2.EventEnvelope) -> bool:
+        """One attempt: True if the effect was applied now, False for a duplicate."""
+        if route.postgres is not None:
+            async with self.db.transaction() as conn:
+                if await conn.fetchval(_MARK_PROCESSED, self.group, event.event_id) is None:
+                    return False
+                await route.postgres(conn, event, envelope)
+            return True
+        handler = route.redis
+        assert handler is not None
+        assert self.redis is not None
+        return await _apply_in_redis(
+            self.redis,
+            f"nova:processed:{self.group}:{event.event_id}",
+            self.settings.redis_marker_ttl_seconds,
+            lambda pipe: handler(pipe, event, envelope),
+        )
+
+    async def _dead_letter(self, delivery: Delivery, error: Exception, attempts: int) -> None:
+        event = delivery.event
+        text = _describe(error)
+        async with self.db.connection() as conn:
+            dead_letter_id = await record_dead_letter(
+                conn, group=self.group, delivery=delivery, error=text, attempts=attempts
+            )
+        self.stats.dead_lettered += 1
+        self._dead_lettered.add(1, {"group": self.group, "event_type": event.event_type})
+        _log.error(
+            "event dead-lettered",
+            group=self.group,
+            event_id=str(event.event_id),
+            event_type=event.event_type,
+            topic=delivery.topic,
+            offset=delivery.offset,
+            attempts=attempts,
+            error=text,
+            dead_letter_id=dead_letter_id,
+        )
+
+
+async def _apply_in_redis(
+    client: Redis,
+    marker: str,
+    ttl_seconds: int,
+    queue_effect: Callable[[Pipeline], Awaitable[None]],
+) -> bool:
+    """WATCH marker; EXISTS (duplicate if set); MULTI; SET marker NX EX; effect; EXEC.
+
+    A WatchError (someone wrote the marker between WATCH and EXEC, or the connection
+    dropped while watching) means nothing was applied: look again."""
+    for _ in range(3):
+        async with client.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(marker)
+                if await pipe.exists(marker):
+                    return False
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.set(marker, 1, nx=True, ex=ttl_seconds)
+                await queue_effect(pipe)
+                replies = await pipe.execute(raise_on_error=False)
+            except WatchError:
+                continue
+        failed = [reply for reply in replies if isinstance(reply, Exception)]
+        if failed:
+            raise _NotRetryable(
+                f"Redis ran the transaction but {len(failed)} command(s) failed "
+                f"({_describe(failed[0])}); the rest and the processed marker stay applied "
+                "(Redis has no rollback), so the event is not retried"
+            )
+        return True
+    raise WatchError(f"{marker} kept changing during the transaction")
+
+
+def _names(event_types: str | Iterable[str]) -> list[str]:
+    return [event_types] if isinstance(event_types, str) else list(event_types)
+
+
+def _describe(error: BaseException) -> str:
+    """ "KeyError: 'x'": what a dead letter and a log line keep of an error."""
+    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return text[:_ERROR_TEXT_LIMIT]

@@ -1,0 +1,336 @@
+"""The Kafka transport (aiokafka): what production runs when NOVA_KAFKA_BOOTSTRAP is set.
+
+Events are keyed by aggregate id, so one aggregate's events land on one partition in the
+order they were sent (aiokafka keeps one request in flight per partition, so a retry
+cannot reorder them). `publish` waits for every send's acknowledgement (acks=all) before
+it returns: the relay marks outbox rows sent only once the broker has them. The producer
+is not idempotent (the Tansu broker used in tests and benchmarks refuses idempotent
+producers); a retried send may then store an event twice, which consumers already
+tolerate (at-least-once, duplicates dropped by event id).
+
+Consumers are plain consumer-group members with manual commits: a restarted member
+re-reads everything after the group's last commit.
+
+Rewind sets the group's committed offsets. Two things the Tansu broker does differently
+from Kafka shape how:
+
+* It refuses offset commits from outside the group (generation -1, no member id, which
+  Kafka accepts for an empty group), so rewind joins the group as its only member, waits
+  for every partition, commits, and leaves; if a consumer is still running it never gets
+  every partition and rewind fails with GroupActiveError.
+* Its ListOffsets answers are low. By timestamp it answers from the batches' append
+  times, at batch granularity, and "offset 0, timestamp -1" where Kafka answers "none";
+  for the latest offset it answers the last batch's first offset + 1, short of the end
+  when that batch holds several records. So rewind takes them as lower bounds and reads
+  forward from them to the first record stamped at or after `since`, or to the high
+  watermark the fetch responses carry (which Tansu gets right). On Kafka the first
+  record read is already the answer, and a partition at its end costs one empty fetch.
+
+A third: Tansu numbers a new group's first generation 0, and aiokafka sends LeaveGroup
+only for generations above 0, so a first member that stopped would block the group's
+next join until its session expired. Stopping a consumer therefore sends that LeaveGroup
+itself (the one place this module reads aiokafka internals: the coordinator's member id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.protocol.group import LeaveGroupRequest
+
+from services.runtime.events.model import ALL_TOPICS, Delivery, Event
+from services.runtime.events.pglog import GroupActiveError
+
+_SCAN_POLL_MS = 100
+_SCAN_TIMEOUT_SECONDS = 60.0
+"""How long rewind may read forward from the broker's offsets to the exact ones."""
+
+
+@dataclass
+class KafkaTransport:
+    """The Transport on Kafka (services.runtime.events.model.Transport).
+
+    Use as ``async with KafkaTransport(bootstrap) as kafka:``; entering it connects and
+    creates any missing topic of ALL_TOPICS with `partitions` partitions (replication 1).
+    The group timeouts are Kafka's defaults' order of magnitude (and within a stock
+    broker's allowed range); tests lower them, since on Tansu a join takes about half
+    the session timeout.
+    """
+
+    bootstrap: str
+    partitions: int = 3
+    session_timeout_ms: int = 6_000
+    heartbeat_interval_ms: int = 1_500
+    name: str = field(default="kafka", init=False)
+    _admin: AIOKafkaAdminClient | None = field(default=None, init=False, repr=False)
+    _client: AIOKafkaClient | None = field(default=None, init=False, repr=False)
+    _topics: set[str] = field(default_factory=set, init=False, repr=False)
+
+    async def __aenter__(self) -> KafkaTransport:
+        try:
+            self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            await self._admin.start()
+            self._client = AIOKafkaClient(bootstrap_servers=self.bootstrap)
+            await self._client.bootstrap()
+            await self.ensure_topics(ALL_TOPICS)
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
+
+    async def ensure_topics(self, topics: Iterable[str]) -> None:
+        """Creates the topics that do not exist yet (an existing one is left as it is)."""
+        missing = sorted(set(topics) - self._topics)
+        if not missing:
+            return
+        if self._admin is None:
+            raise RuntimeError("KafkaTransport is used outside `async with`")
+        response = await self._admin.create_topics(
+            [NewTopic(topic, self.partitions, 1) for topic in missing]
+        )
+        for topic, code, *detail in response.topic_errors:
+            if code not in (0, TopicAlreadyExistsError.errno):
+                raise for_code(code)(f"creating topic {topic!r}: {detail}")
+        self._topics.update(missing)
+
+    @asynccontextmanager
+    async def publisher(self) -> AsyncIterator[KafkaPublisher]:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=False
+        )
+        try:
+            await producer.start()
+            yield KafkaPublisher(producer, self)
+        finally:
+            await producer.stop()
+
+    @asynccontextmanager
+    async def subscribe(
+        self, group: str, topics: Sequence[str]
+    ) -> AsyncIterator[KafkaSubscription]:
+        await self.ensure_topics(topics)
+        consumer = self._consumer(group)
+        consumer.subscribe(list(topics))
+        try:
+            await consumer.start()
+            yield KafkaSubscription(consumer)
+        finally:
+            await self._stop(consumer)
+
+    async def rewind(self, group: str, topics: Sequence[str], since: datetime | None) -> None:
+        await self.ensure_topics(topics)
+        targets = await self._offsets_at(topics, since)
+        await self._commit_as_only_member(group, topics, targets)
+
+    def _consumer(self, group: str | None, **options: Any) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=self.heartbeat_interval_ms,
+            **options,
+        )
+
+    async def _offsets_at(
+        self, topics: Sequence[str], since: datetime | None
+    ) -> dict[TopicPartition, int]:
+        """Per partition of `topics`, the offset of the first record at or after `since`."""
+        # Short fetch waits: reading to a partition's end waits for one empty answer.
+        reader = self._consumer(None, fetch_max_wait_ms=_SCAN_POLL_MS)
+        try:
+            await reader.start()
+            await reader.topics()
+            partitions = [
+                TopicPartition(topic, partition)
+                for topic in topics
+                for partition in sorted(reader.partitions_for_topic(topic) or ())
+            ]
+            if since is None:
+                return dict(await reader.beginning_offsets(partitions))
+            return await _first_at(reader, partitions, int(since.timestamp() * 1000))
+        finally:
+            await reader.stop()
+
+    async def _commit_as_only_member(
+        self, group: str, topics: Sequence[str], targets: Mapping[TopicPartition, int]
+    ) -> None:
+        listener = _Assignment(set(targets))
+        member = self._consumer(group)
+        member.subscribe(list(topics), listener=listener)
+        try:
+            await member.start()
+            wait_s = max(30.0, 3 * self.session_timeout_ms / 1000)
+            try:
+                await asyncio.wait_for(listener.complete.wait(), wait_s)
+            except TimeoutError:
+                raise GroupActiveError(
+                    f"consumer group {group!r} did not hand every partition to the rewind "
+                    f"within {wait_s:.0f} s: stop its consumers, then rewind"
+                ) from None
+            await member.commit(dict(targets))
+        finally:
+            await self._stop(member)
+
+    async def _stop(self, consumer: AIOKafkaConsumer) -> None:
+        coordinator: Any = getattr(consumer, "_coordinator", None)
+        first_generation = (
+            coordinator is not None
+            and getattr(coordinator, "generation", None) == 0
+            and bool(getattr(coordinator, "member_id", ""))
+            and getattr(coordinator, "coordinator_id", None) is not None
+        )
+        leave = (
+            (coordinator.group_id, coordinator.member_id, coordinator.coordinator_id)
+            if first_generation
+            else None
+        )
+        await consumer.stop()
+        if leave is not None and self._client is not None:
+            group, member_id, node_id = leave
+            with contextlib.suppress(KafkaError):
+                await self._client.send(node_id, LeaveGroupRequest(group, member_id))
+
+
+@dataclass(frozen=True)
+class KafkaPublisher:
+    producer: AIOKafkaProducer
+    transport: KafkaTransport
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        await self.transport.ensure_topics({event.topic for event in events})
+        # Sends are appended in order (one aggregate's stay in order on its partition);
+        # then every acknowledgement is awaited, so a failure of any raises here.
+        acks = [
+            await self.producer.send(
+                event.topic,
+                value=event.envelope,
+                key=event.key,
+                headers=[
+                    ("event-id", str(event.event_id).encode()),
+                    ("event-type", event.event_type.encode()),
+                ],
+            )
+            for event in events
+        ]
+        await asyncio.gather(*acks)
+
+
+@dataclass(frozen=True)
+class KafkaSubscription:
+    consumer: AIOKafkaConsumer
+
+    async def fetch(self, max_events: int, timeout_seconds: float) -> list[Delivery]:
+        batches = await self.consumer.getmany(
+            timeout_ms=int(timeout_seconds * 1000), max_records=max_events
+        )
+        return [
+            Delivery(
+                event=Event.from_envelope(record.value),
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+            for records in batches.values()
+            for record in records
+        ]
+
+    async def commit(self, deliveries: Sequence[Delivery]) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for delivery in deliveries:
+            partition = TopicPartition(delivery.topic, delivery.partition)
+            offsets[partition] = max(offsets.get(partition, 0), delivery.offset + 1)
+        if offsets:
+            await self.consumer.commit(offsets)
+
+
+class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Sets `complete` once this member holds every partition in `wanted`."""
+
+    def __init__(self, wanted: set[TopicPartition]) -> None:
+        self.wanted = wanted
+        self.complete = asyncio.Event()
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self.complete.clear()
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        if self.wanted <= set(assigned):
+            self.complete.set()
+
+
+async def _first_at(
+    reader: AIOKafkaConsumer, partitions: Sequence[TopicPartition], timestamp_ms: int
+) -> dict[TopicPartition, int]:
+    """Per partition, the offset of the first record stamped at or after `timestamp_ms`,
+    or the partition's end. The broker's answers are lower bounds to read forward from
+    (exact on Kafka, see the module docstring for Tansu)."""
+    ends = await reader.end_offsets(partitions)
+    hints = await reader.offsets_for_times(dict.fromkeys(partitions, timestamp_ms))
+    starts = {}
+    for partition in partitions:
+        hint = hints.get(partition)
+        found = hint is not None and hint.timestamp >= 0
+        starts[partition] = min(hint.offset, ends[partition]) if found else ends[partition]
+    return await _read_forward(reader, starts, timestamp_ms)
+
+
+async def _read_forward(
+    reader: AIOKafkaConsumer, starts: Mapping[TopicPartition, int], timestamp_ms: int
+) -> dict[TopicPartition, int]:
+    """Reads each partition from its start to the first record at or after `timestamp_ms`;
+    a partition read to its high watermark (from the fetch responses, which Tansu gets
+    right) without one ends there."""
+    reader.assign(list(starts))
+    for partition, offset in starts.items():
+        reader.seek(partition, offset)
+    targets: dict[TopicPartition, int] = {}
+    deadline = asyncio.get_running_loop().time() + _SCAN_TIMEOUT_SECONDS
+    while len(targets) < len(starts):
+        if asyncio.get_running_loop().time() > deadline:
+            raise KafkaError(f"reading {sorted(set(starts) - set(targets))} took too long")
+        pending = [partition for partition in starts if partition not in targets]
+        batches = await reader.getmany(*pending, timeout_ms=_SCAN_POLL_MS)
+        for partition in pending:
+            records = batches.get(partition, [])
+            first = next((r.offset for r in records if r.timestamp >= timestamp_ms), None)
+            position = await reader.position(partition)
+            highwater = reader.highwater(partition)
+            if first is not None:
+                targets[partition] = int(first)
+            elif highwater is not None and position >= highwater:
+                targets[partition] = int(position)
+            else:
+                continue
+            reader.pause(partition)
+    return targets

@@ -1,0 +1,107 @@
+"""The event path's background work in a process: the relay and consumers, as tasks.
+
+`nova up` runs them beside the servers, `nova relay` and `nova events consume` alone. A
+worker that fails is logged and restarted after a pause rather than taking the process
+down: the servers beside it keep serving, and the outbox or the log keeps what waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from services.runtime.db import Database
+from services.runtime.events.model import Publisher, Transport
+from services.runtime.events.relay import Relay
+from services.runtime.events.settings import EventSettings
+from services.runtime.events.transports import open_transport
+
+_log = structlog.get_logger("nova.events")
+
+_RESTART_SECONDS = 1.0
+_STOP_TIMEOUT_SECONDS = 10.0
+
+Worker = Callable[[asyncio.Event], Awaitable[None]]
+"""Runs until the event is set."""
+
+WorkerFactory = Callable[[Transport, Publisher, Database], Worker]
+
+
+class _Runs(Protocol):
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A consumer group this build can run: where its effects live and how to build it."""
+
+    group: str
+    schema: str
+    """The schema of its effects (migrated with the services)."""
+    migrations: Path
+    build: Callable[[Transport, Database], _Runs]
+
+
+def consumer_worker(spec: ConsumerSpec) -> WorkerFactory:
+    def build(transport: Transport, publisher: Publisher, db: Database) -> Worker:
+        return spec.build(transport, db).run
+
+    return build
+
+
+@dataclass(frozen=True)
+class RunningEvents:
+    transport: Transport
+    publisher: Publisher
+    names: tuple[str, ...]
+    """What runs: "relay", then the consumer groups."""
+
+
+def relay_worker(schemas: list[str], settings: EventSettings) -> WorkerFactory:
+    def build(transport: Transport, publisher: Publisher, db: Database) -> Worker:
+        return Relay(db, publisher, schemas, settings).run
+
+    return build
+
+
+@contextlib.asynccontextmanager
+async def running_events(
+    db: Database, settings: EventSettings, workers: Mapping[str, WorkerFactory]
+) -> AsyncIterator[RunningEvents]:
+    """Opens the configured transport and runs `workers` (by name) until the block ends;
+    then each finishes what it is doing (up to 10 s) and stops."""
+    async with (
+        open_transport(
+            db, settings.kafka_bootstrap, kafka_partitions=settings.kafka_partitions
+        ) as transport,
+        transport.publisher() as publisher,
+    ):
+        stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(_supervised(name, build(transport, publisher, db), stop))
+            for name, build in workers.items()
+        ]
+        try:
+            yield RunningEvents(transport, publisher, tuple(workers))
+        finally:
+            stop.set()
+            _, pending = await asyncio.wait(tasks, timeout=_STOP_TIMEOUT_SECONDS)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _supervised(name: str, worker: Worker, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await worker(stop)
+        except Exception:
+            _log.exception("event worker failed; restarting", worker=name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _RESTART_SECONDS)
