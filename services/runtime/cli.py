@@ -65,7 +65,7 @@ def main() -> None:
     """Nova: a gRPC-first social network backend."""
     configure_logging(load_config().log_level)
     # pgserver narrates every start at INFO; its warnings still show.
-    for chatty in ("pgserver", "httpx"):
+    for chatty in ("pgserver", "httpx", "aiokafka"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
@@ -223,15 +223,6 @@ async def _serve_until_signal(
             deps = await stack.enter_async_context(open_dependencies(config))
             await migrate_services(deps.db, specs, CONSUMERS.values() if events else ())
             servers = await stack.enter_async_context(serve(deps, specs))
-            if events:
-                workers = event_workers(config, relay=True, groups=list(CONSUMERS))
-                worked = await stack.enter_async_context(
-                    running_events(deps.db, config.events, workers)
-                )
-                lines.append(
-                    f"{'events':<15} {worked.transport.name + ' transport':<40} "
-                    f"{', '.join(worked.names)}"
-                )
             lines.append(
                 "database: NOVA_DATABASE_URL"
                 if config.database_url
@@ -242,6 +233,15 @@ async def _serve_until_signal(
                 # The gateway in this process calls the ports actually bound (0 = any).
                 addresses[running.spec.name] = address
                 lines.append(f"{running.spec.name:<15} {running.spec.full_name:<40} {address}")
+            if events:
+                workers = event_workers(config, relay=True, groups=list(CONSUMERS))
+                worked = await stack.enter_async_context(
+                    running_events(deps.db, config.events, workers)
+                )
+                lines.append(
+                    f"{'events':<15} {worked.transport.name + ' transport':<40} "
+                    f"{', '.join(worked.names)}"
+                )
         if gateway:
             running_gateway = await stack.enter_async_context(
                 serve_gateway(

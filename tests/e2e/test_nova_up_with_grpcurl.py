@@ -37,6 +37,8 @@ class NovaUp:
     """Service short name -> host:port, as printed by `nova up`."""
     graphql_url: str
     output: list[str]
+    cwd: Path
+    env: dict[str, str]
 
 
 def _port_free(port: int) -> bool:
@@ -64,9 +66,10 @@ def nova_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NovaUp]:
             env[f"NOVA_{name.upper()}_PORT"] = str(_free_port())
     if not _port_free(DEFAULT_GATEWAY_PORT):
         env["NOVA_GATEWAY_PORT"] = str(_free_port())
+    cwd = tmp_path_factory.mktemp("nova-up")
     process = subprocess.Popen(
         [str(BIN / "nova"), "up"],
-        cwd=tmp_path_factory.mktemp("nova-up"),
+        cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -90,7 +93,14 @@ def nova_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NovaUp]:
     if "nova: ready" not in "".join(output):
         process.kill()
         pytest.fail("nova up did not become ready:\n" + "".join(output))
-    yield NovaUp(process=process, endpoints=endpoints, graphql_url=graphql_url, output=output)
+    yield NovaUp(
+        process=process,
+        endpoints=endpoints,
+        graphql_url=graphql_url,
+        output=output,
+        cwd=cwd,
+        env=env,
+    )
     if process.poll() is None:
         process.kill()
         process.wait()
@@ -192,6 +202,32 @@ def test_the_graphql_gateway_answers_through_the_services(nova_up: NovaUp) -> No
     with urllib.request.urlopen(request, timeout=10) as response:
         body = json.load(response)
     assert body["data"]["signUp"]["user"] == {"handle": "linus", "followerCount": 0}
+
+
+def test_a_created_user_reaches_the_audit_log_through_relay_and_consumer(
+    nova_up: NovaUp,
+) -> None:
+    """`nova up` runs the relay and the audit consumer on the embedded PostgreSQL log;
+    `nova events audit`, run beside it in the same folder, reads what they recorded."""
+    assert any("events" in line and "relay, audit" in line for line in nova_up.output)
+    body = '{"handle": "ada", "email": "ada@example.com", "password": "analytical1843"}'
+    grpcurl("-d", body, nova_up.endpoints["user"], "nova.user.v1.UserService/CreateUser")
+    shown = ""
+    for _ in range(50):
+        audit = subprocess.run(
+            [str(BIN / "nova"), "events", "audit", "--type", "UserCreated"],
+            cwd=nova_up.cwd,
+            env=nova_up.env | {"COLUMNS": "200", "NOVA_LOG_LEVEL": "WARNING"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert audit.returncode == 0, audit.stderr
+        shown = audit.stdout
+        if "handle=ada" in shown:
+            break
+        time.sleep(0.2)
+    assert "handle=ada" in shown, shown
 
 
 def test_sigterm_drains_and_exits_cleanly(nova_up: NovaUp) -> None:

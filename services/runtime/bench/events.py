@@ -6,8 +6,9 @@ commit PostLiked events to an outbox of the bench's own (one event per transacti
 service writes them), the relay publishes them, and a consumer group applies each with
 an effect row in the same transaction as its processed-event record. Two measurements:
 
-- throughput: `--events` events written by 8 concurrent writers as fast as they can go;
-  events/s from the first commit to the last effect;
+- throughput: `--events` events committed by 8 concurrent writers with the relay
+  stopped (writes/s), then relay and consumer started: events/s until the last effect
+  (the rate the path drains a backlog at, which writers alone cannot reach here);
 - lag: events written at a fixed `--rate` for `--duration` seconds (open loop); per event,
   the time from its commit to its effect (the effect row's clock_timestamp()), p50/p99.
 
@@ -66,7 +67,10 @@ class EventsBench:
 @dataclass(frozen=True)
 class Measured:
     transport: str
+    writes_per_second: float
+    """Events committed to the outbox per second by the writers (relay not running)."""
     events_per_second: float
+    """Events relayed, transported and applied per second, draining that backlog."""
     lag_p50_ms: float
     lag_p99_ms: float
     lag_max_ms: float
@@ -127,17 +131,23 @@ async def _measure(
         await transport.rewind(group, [topic_for("post")], datetime.now().astimezone())
         consumer = _consumer(transport, db, group)
         relay = Relay(db, publisher, [_SCHEMA], relay_settings)
+        started = time.perf_counter()
+        backlog = await _write_many(db, options.events)
+        written = time.perf_counter() - started
         stop = asyncio.Event()
+        started = time.perf_counter()
         tasks = [asyncio.create_task(relay.run(stop)), asyncio.create_task(consumer.run(stop))]
         try:
-            burst = await _throughput(db, options.events)
+            await _applied(db, backlog)
+            drained = time.perf_counter() - started
             lag = await _lag(db, options.rate, options.duration)
         finally:
             stop.set()
             await asyncio.gather(*tasks)
     return Measured(
         transport=transport.name,
-        events_per_second=burst,
+        writes_per_second=options.events / written,
+        events_per_second=options.events / drained,
         lag_p50_ms=lag.get_value_at_percentile(50) / 1000,
         lag_p99_ms=lag.get_value_at_percentile(99) / 1000,
         lag_max_ms=lag.get_max_value() / 1000,
@@ -178,8 +188,8 @@ async def _write(db: Database, post_id: str) -> uuid.UUID:
     return event.event_id
 
 
-async def _throughput(db: Database, count: int) -> float:
-    start = time.perf_counter()
+async def _write_many(db: Database, count: int) -> list[uuid.UUID]:
+    """`count` events by _WRITERS concurrent writers, as fast as they go."""
     posts = [f"bench-post-{index}" for index in range(64)]
     remaining = iter(range(count))
     ids: list[uuid.UUID] = []
@@ -189,8 +199,7 @@ async def _throughput(db: Database, count: int) -> float:
             ids.append(await _write(db, posts[index % len(posts)]))
 
     await asyncio.gather(*(writer() for _ in range(_WRITERS)))
-    await _applied(db, ids)
-    return count / (time.perf_counter() - start)
+    return ids
 
 
 async def _lag(db: Database, rate: float, duration: float) -> HdrHistogram:
@@ -235,7 +244,7 @@ def table(results: list[Measured], options: EventsBench) -> Table:
     result = Table(
         title=(
             f"nova bench events: commit → relay → transport → consumer effect; "
-            f"throughput: {options.events} events, {_WRITERS} writers; "
+            f"drain: a backlog of {options.events} events; "
             f"lag: {options.rate:g} events/s for {options.duration:g} s"
         ),
         title_justify="left",
@@ -244,7 +253,8 @@ def table(results: list[Measured], options: EventsBench) -> Table:
     for measured in results:
         result.add_column(measured.transport, justify="right")
     rows: list[tuple[str, Callable[[Measured], str]]] = [
-        ("throughput events/s", lambda m: f"{m.events_per_second:.0f}"),
+        ("outbox writes/s (8 writers)", lambda m: f"{m.writes_per_second:.0f}"),
+        ("drain: events/s to effect", lambda m: f"{m.events_per_second:.0f}"),
         ("lag p50 ms", lambda m: f"{m.lag_p50_ms:.1f}"),
         ("lag p99 ms", lambda m: f"{m.lag_p99_ms:.1f}"),
         ("lag max ms", lambda m: f"{m.lag_max_ms:.1f}"),

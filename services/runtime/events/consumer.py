@@ -232,34 +232,103 @@ class Consumer:
     async def process(self, deliveries: Sequence[Delivery]) -> None:
         """Applies each delivery's effect once, in order; returns when all are done
         (processed, skipped as duplicates or without handler, or dead-lettered). Raises
-        only for infrastructure errors, before the batch may be committed."""
-        for delivery in deliveries:
-            await self._deliver(delivery)
+        only for infrastructure errors, before the batch may be committed.
+
+        PostgreSQL effects of consecutive deliveries share one transaction, each in a
+        savepoint of its own (one commit per batch instead of one per event: several
+        times the throughput). The first whose handler fails ends that transaction with
+        what came before it committed, and goes through the one-event path (retries,
+        then the dead letters); the run continues after it, so order is kept."""
+        index = 0
+        while index < len(deliveries):
+            index, failure = await self._apply_run(deliveries, index)
+            if index < len(deliveries):
+                await self._deliver(deliveries[index], failure)
+                index += 1
         self.stats.batches += 1
 
-    async def _deliver(self, delivery: Delivery) -> None:
+    async def _apply_run(
+        self, deliveries: Sequence[Delivery], start: int
+    ) -> tuple[int, Exception | None]:
+        """Applies deliveries[start:] in one transaction until one has a Redis handler or
+        its handler fails; returns that one's index (len(deliveries) if none did) and the
+        failure."""
+        applied: list[Event] = []
+        failure: Exception | None = None
+        duplicates = skipped = 0
+        index = start
+        async with self.db.transaction() as conn:
+            for index in range(start, len(deliveries)):
+                event = deliveries[index].event
+                route = self._routes.get(event.event_type) or self._routes.get(ANY_EVENT)
+                if route is None:
+                    skipped += 1
+                    continue
+                if route.postgres is None:
+                    break
+                envelope = event.decode()
+                with self._span(deliveries[index], envelope):
+                    try:
+                        async with conn.transaction():  # a savepoint
+                            marked = await conn.fetchval(
+                                _MARK_PROCESSED, self.group, event.event_id
+                            )
+                            if marked is not None:
+                                await route.postgres(conn, event, envelope)
+                    except TRANSIENT_ERRORS:
+                        raise
+                    except Exception as error:
+                        failure = error
+                        break
+                if marked is None:
+                    duplicates += 1
+                else:
+                    applied.append(event)
+            else:
+                index = len(deliveries)
+        self.stats.skipped += skipped
+        for event in applied:
+            self.stats.processed += 1
+            self._processed.add(1, {"group": self.group, "event_type": event.event_type})
+        if duplicates:
+            self.stats.duplicates += duplicates
+            self._duplicates.add(duplicates, {"group": self.group})
+        return index, failure
+
+    def _span(
+        self, delivery: Delivery, envelope: events_pb2.EventEnvelope
+    ) -> contextlib.AbstractContextManager[trace.Span]:
+        """The consumer span of one delivery, continuing the trace of the request that
+        caused the event."""
+        event = delivery.event
+        return _tracer.start_as_current_span(
+            f"process {event.event_type}",
+            context=propagate.extract({"traceparent": envelope.traceparent}),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.consumer.group.name": self.group,
+                "messaging.destination.name": delivery.topic,
+                "messaging.message.id": str(event.event_id),
+            },
+        )
+
+    async def _deliver(self, delivery: Delivery, first_failure: Exception | None = None) -> None:
+        """One delivery with retries, then the dead letters; `first_failure` is how its
+        first attempt (made in a batch's transaction) failed."""
         event = delivery.event
         route = self._routes.get(event.event_type) or self._routes.get(ANY_EVENT)
         if route is None:
             self.stats.skipped += 1
             return
         envelope = event.decode()
-        context = propagate.extract({"traceparent": envelope.traceparent})
-        attributes = {
-            "messaging.consumer.group.name": self.group,
-            "messaging.destination.name": delivery.topic,
-            "messaging.message.id": str(event.event_id),
-        }
-        with _tracer.start_as_current_span(
-            f"process {event.event_type}",
-            context=context,
-            kind=trace.SpanKind.CONSUMER,
-            attributes=attributes,
-        ):
+        with self._span(delivery, envelope):
             attempt = 0
             while True:
                 attempt += 1
                 try:
+                    if first_failure is not None:
+                        error, first_failure = first_failure, None
+                        raise error
                     applied = await self._apply(route, event, envelope)
                     break
                 except TRANSIENT_ERRORS:

@@ -136,7 +136,9 @@ class KafkaTransport:
         self, group: str, topics: Sequence[str]
     ) -> AsyncIterator[KafkaSubscription]:
         await self.ensure_topics(topics)
-        consumer = self._consumer(group)
+        # A fetch waits at most this long for new records: the broker's default (500 ms)
+        # was most of the commit-to-effect lag (`nova bench events`).
+        consumer = self._consumer(group, fetch_max_wait_ms=_FETCH_MAX_WAIT_MS)
         consumer.subscribe(list(topics))
         try:
             await consumer.start()
@@ -272,6 +274,9 @@ class KafkaSubscription:
             offsets[partition] = max(offsets.get(partition, 0), delivery.offset + 1)
         if offsets:
             await self.consumer.commit(offsets)
+
+
+_FETCH_MAX_WAIT_MS = 50
 
 
 class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]
