@@ -3,26 +3,20 @@
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
-from tests.conftest import _with_database
+from tests.conftest import fresh_database
 
 NOVA = str(Path(sys.executable).parent / "nova")
 
 
 @pytest.fixture
 async def empty_database(server_url: str) -> AsyncIterator[str]:
-    name = f"nova_cli_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f"CREATE DATABASE {name}")
-    yield _with_database(server_url, name)
-    await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-    await admin.close()
+    async with fresh_database(server_url, "nova_cli") as url:
+        yield url
 
 
 def _nova(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

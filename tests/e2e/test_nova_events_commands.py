@@ -25,7 +25,7 @@ from services.runtime.events.dead_letters import record_dead_letter
 from services.runtime.events.envelope import new_event
 from services.runtime.events.model import Delivery
 from services.runtime.registry import CONSUMERS, SERVICES
-from tests.conftest import _with_database
+from tests.conftest import fresh_database
 
 NOVA = str(Path(sys.executable).parent / "nova")
 TENANT = uuid.uuid4()
@@ -34,10 +34,12 @@ TENANT = uuid.uuid4()
 @pytest.fixture(scope="module")
 async def events_database(server_url: str) -> AsyncIterator[str]:
     """A database with one audited event and one dead letter, for group "audit"."""
-    name = f"nova_events_cli_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f"CREATE DATABASE {name}")
-    url = _with_database(server_url, name)
+    async with fresh_database(server_url, "nova_events_cli") as url:
+        await _populate(url)
+        yield url
+
+
+async def _populate(url: str) -> None:
     async with open_database(url, size=2, acquire_timeout_ms=5000) as db:
         await migrate_services(db, SERVICES.values(), CONSUMERS.values())
         post = uuid.uuid4()
@@ -62,9 +64,6 @@ async def events_database(server_url: str) -> AsyncIterator[str]:
                 error="RuntimeError: the handler had a bug",
                 attempts=5,
             )
-    yield url
-    await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-    await admin.close()
 
 
 def _nova(*args: str, database: str) -> subprocess.CompletedProcess[str]:

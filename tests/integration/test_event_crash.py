@@ -23,7 +23,6 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from services.audit.consumer import GROUP
@@ -34,7 +33,7 @@ from services.runtime.events.model import ALL_TOPICS
 from services.runtime.events.transports import open_transport
 from services.runtime.registry import CONSUMERS, SERVICES
 from services.user.repository import UserRepository
-from tests.conftest import _with_database
+from tests.conftest import fresh_database
 
 NOVA = str(Path(sys.executable).parent / "nova")
 USERS = 150
@@ -46,12 +45,8 @@ KILLS_EACH = 3
 
 @pytest.fixture
 async def crash_database(server_url: str) -> AsyncIterator[str]:
-    name = f"nova_crash_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f"CREATE DATABASE {name}")
-    yield _with_database(server_url, name)
-    await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-    await admin.close()
+    async with fresh_database(server_url, "nova_crash") as url:
+        yield url
 
 
 @dataclass
