@@ -29,6 +29,7 @@ from services.runtime.events.transports import open_transport
 from services.runtime.events.workers import (
     WorkerFactory,
     consumer_worker,
+    pruning_worker,
     relay_worker,
     running_events,
 )
@@ -39,11 +40,13 @@ from services.runtime.service import Dependencies
 
 
 def event_workers(config: Config, *, relay: bool, groups: list[str]) -> dict[str, WorkerFactory]:
-    """The relay (over every service's outbox) and the named consumer groups."""
+    """The relay (over every service's outbox) with the retention of the log and of the
+    processed-event ids, and the named consumer groups."""
     workers: dict[str, WorkerFactory] = {}
     if relay:
         schemas = [spec.schema for spec in SERVICES.values()]
         workers["relay"] = relay_worker(schemas, config.events)
+        workers["pruning"] = pruning_worker(config.events)
     for group in groups:
         workers[group] = consumer_worker(CONSUMERS[group])
     return workers

@@ -209,7 +209,7 @@ def test_a_created_user_reaches_the_audit_log_through_relay_and_consumer(
 ) -> None:
     """`nova up` runs the relay and the audit consumer on the embedded PostgreSQL log;
     `nova events audit`, run beside it in the same folder, reads what they recorded."""
-    assert any("events" in line and "relay, audit" in line for line in nova_up.output)
+    assert any("events" in line and "relay, pruning, audit" in line for line in nova_up.output)
     body = '{"handle": "ada", "email": "ada@example.com", "password": "analytical1843"}'
     grpcurl("-d", body, nova_up.endpoints["user"], "nova.user.v1.UserService/CreateUser")
     shown = ""

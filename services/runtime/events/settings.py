@@ -15,3 +15,6 @@ class EventSettings:
     """How often an idle relay looks again without a notification (outbox writes notify)."""
     outbox_retention_seconds: float = 7 * 86400
     """Sent outbox rows are deleted after this long (the bus keeps the history)."""
+    event_retention_seconds: float = 7 * 86400
+    """The PostgreSQL log's entries and consumers' processed-event ids are kept this long
+    (services/runtime/events/retention.py)."""

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -19,6 +20,7 @@ import structlog
 from services.runtime.db import Database
 from services.runtime.events.model import Publisher, Transport
 from services.runtime.events.relay import Relay
+from services.runtime.events.retention import run_pruning
 from services.runtime.events.settings import EventSettings
 from services.runtime.events.transports import open_transport
 
@@ -46,6 +48,15 @@ class ConsumerSpec:
     """The schema of its effects (migrated with the services)."""
     migrations: Path
     build: Callable[[Transport, Database], _Runs]
+
+
+def pruning_worker(settings: EventSettings) -> WorkerFactory:
+    """Retention of the PostgreSQL log and the processed-event ids (retention.py)."""
+
+    def build(transport: Transport, publisher: Publisher, db: Database) -> Worker:
+        return partial(run_pruning, db, settings.event_retention_seconds)
+
+    return build
 
 
 def consumer_worker(spec: ConsumerSpec) -> WorkerFactory:
