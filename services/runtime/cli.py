@@ -20,6 +20,7 @@ from services.runtime.bench.loadgen import Load
 from services.runtime.bench.rpc import BenchError, RpcBench, bench_rpc
 from services.runtime.config import Config, ConfigError
 from services.runtime.event_commands import event_workers, events, relay_command
+from services.runtime.events.model import TransportError
 from services.runtime.events.workers import running_events
 from services.runtime.logs import configure_logging
 from services.runtime.metrics import process_telemetry
@@ -54,7 +55,7 @@ def run(coroutine: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main())
     except asyncio.CancelledError:
         raise SystemExit(128 + signal.SIGTERM) from None
-    except (PortInUse, MigrationError, OSError) as error:
+    except (PortInUse, MigrationError, TransportError, OSError) as error:
         raise click.ClickException(str(error)) from None
     except asyncpg.PostgresError as error:
         raise click.ClickException(f"database: {error}") from None

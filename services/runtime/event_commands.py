@@ -232,6 +232,11 @@ def audit_command(
                 after=cursor,
                 limit=limit,
             )
+        if not page.entries:
+            click.echo(
+                f"no audited events for tenant {tenant}" + (" after that cursor" if cursor else "")
+            )
+            return
         table = Table("occurred at", "event", "aggregate", "event id", "summary")
         for entry in page.entries:
             table.add_row(

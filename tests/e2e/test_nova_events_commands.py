@@ -135,3 +135,27 @@ def test_bench_events_prints_both_transports_side_by_side(
     assert result.exit_code == 0, result.output
     for shown in ("postgres", "kafka", "drain: events/s to effect", "lag p99 ms"):
         assert shown in result.output
+
+
+def test_an_unreachable_kafka_is_named_not_a_traceback(events_database: str) -> None:
+    env_db = events_database
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOVA_")}
+    env |= {"NOVA_DATABASE_URL": env_db, "NOVA_KAFKA_BOOTSTRAP": "127.0.0.1:9"}
+    result = subprocess.run(
+        [NOVA, "events", "replay", "--group", "audit", "--from", "beginning"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "NOVA_KAFKA_BOOTSTRAP" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_malformed_kafka_address_stops_the_command_with_its_name() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOVA_")}
+    env["NOVA_KAFKA_BOOTSTRAP"] = "kafka-without-port"
+    result = subprocess.run([NOVA, "relay"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "NOVA_KAFKA_BOOTSTRAP must be host:port" in result.stderr

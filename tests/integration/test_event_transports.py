@@ -23,8 +23,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from nova.events.v1 import events_pb2
 from services.runtime.events.envelope import new_event
 from services.runtime.events.kafka import KafkaTransport
-from services.runtime.events.model import ALL_TOPICS, Delivery, Event, Subscription, Transport
-from services.runtime.events.pglog import GroupActiveError, PostgresLog
+from services.runtime.events.model import (
+    ALL_TOPICS,
+    Delivery,
+    Event,
+    GroupActiveError,
+    Subscription,
+    Transport,
+)
+from services.runtime.events.pglog import PostgresLog
 from services.runtime.events.transports import KafkaUnavailableError, open_transport
 from services.runtime.ids import DEFAULT_TENANT_ID
 from services.runtime.service import Dependencies

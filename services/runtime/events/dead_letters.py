@@ -1,5 +1,5 @@
 """Dead letters: events a consumer group gave up on, kept until someone replays them
-(`nova events dlq list|replay`).
+(`nova events dlq`, `nova events dlq replay`).
 
 Replaying republishes the stored envelope through the transport, so every group receives
 the event again: the groups that processed it find it in processed_events and drop it as a
@@ -118,8 +118,7 @@ async def replay_dead_letters(
             missing = [str(i) for i in wanted if i not in found]
             if missing:
                 raise NotFound(
-                    f"no dead letter with id {', '.join(missing)}; "
-                    "`nova events dlq list` shows the ids"
+                    f"no dead letter with id {', '.join(missing)}; `nova events dlq` lists them"
                 )
             replayed = [
                 f"{row['id']} (at {row['replayed_at']})" for row in rows if row["replayed_at"]

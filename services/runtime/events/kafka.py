@@ -49,8 +49,7 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.protocol.group import LeaveGroupRequest
 
-from services.runtime.events.model import ALL_TOPICS, Delivery, Event
-from services.runtime.events.pglog import GroupActiveError
+from services.runtime.events.model import ALL_TOPICS, Delivery, Event, GroupActiveError
 
 _SCAN_POLL_MS = 100
 _SCAN_TIMEOUT_SECONDS = 60.0

@@ -29,6 +29,14 @@ def topic_for(aggregate_type: str) -> str:
 ALL_TOPICS = tuple(topic_for(aggregate) for aggregate in AGGREGATE_TYPES)
 
 
+class TransportError(RuntimeError):
+    """The event transport cannot do what was asked; the message says what to do."""
+
+
+class GroupActiveError(TransportError):
+    """The group has a running member; what needs it stopped (a rewind) cannot go on."""
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One domain event as it is stored, published and delivered."""

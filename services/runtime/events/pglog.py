@@ -29,7 +29,7 @@ from datetime import datetime
 import asyncpg
 
 from services.runtime.db import Database
-from services.runtime.events.model import Delivery, Event
+from services.runtime.events.model import Delivery, Event, GroupActiveError
 
 CHANNEL = "nova_events"
 """The NOTIFY channel; each notification's payload is a topic that has new rows."""
@@ -50,10 +50,6 @@ _PUBLISH_LOCK = _lock_key("nova.events.log.publish")
 
 def _group_lock(group: str) -> int:
     return _lock_key(f"nova.events.group:{group}")
-
-
-class GroupActiveError(RuntimeError):
-    """The group has a running member; what needs it stopped cannot go on."""
 
 
 _INSERT = """

@@ -16,15 +16,15 @@ from aiokafka.errors import KafkaError
 
 from services.runtime.db import Database
 from services.runtime.events.kafka import KafkaTransport
-from services.runtime.events.model import Transport
-from services.runtime.events.pglog import GroupActiveError, PostgresLog
+from services.runtime.events.model import GroupActiveError, Transport, TransportError
+from services.runtime.events.pglog import PostgresLog
 
 __all__ = ["GroupActiveError", "KafkaUnavailableError", "open_transport"]
 
 KAFKA_CONNECT_TIMEOUT_SECONDS = 10.0
 
 
-class KafkaUnavailableError(RuntimeError):
+class KafkaUnavailableError(TransportError):
     """NOVA_KAFKA_BOOTSTRAP names a Kafka that did not answer."""
 
 
