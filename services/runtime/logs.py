@@ -1,17 +1,18 @@
 """Logging of a Nova process: one JSON object per line, whoever writes it.
 
-structlog lines (the access log) and standard-library records (the error mapping's stack
-traces, asyncpg, grpc) go through the same processors, so every line parses as JSON and has
-time, level, logger and event, plus the trace_id and span_id of the span current when it was
-written and the request_id of the RPC being served; a line about one request can be found
-from any other. Exceptions are rendered as their formatted stack in `exception`.
+structlog lines (clients, the event path), standard-library records (the error mapping's
+stack traces, asyncpg, grpc) and the access log's lines (write_event) get the same fields,
+so every line parses as JSON and has time, level, logger and event, plus the trace_id and
+span_id of the span current when it was written and the request_id of the RPC being
+served; a line about one request can be found from any other. Exceptions are rendered as
+their formatted stack in `exception`.
 
-The access log writes a line per RPC, so its path is the one structlog documents for speed:
-orjson renders the line to bytes and the time is a datetime that orjson formats (structlog's
-TimeStamper formats it in Python, which cost as much as the rest of the line). Lines are not
-written one system call each: on an event loop, the lines of one loop iteration are written
-together when it ends (see LineBuffer), which took the access log from ~120 µs to ~10 µs of
-server CPU per call under load (`nova bench overhead`).
+Lines are rendered by orjson (structlog's documented fast path; the time is a datetime
+orjson formats, where structlog's TimeStamper took as long as the rest of the line) and
+are not written one system call each: on an event loop, the lines of one loop iteration
+are written together when it ends (LineBuffer). The access log, one line per RPC, skips
+structlog's bound logger and processor chain (write_event), which cost more server CPU
+than the rest of the interceptors (`nova bench overhead`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from interceptors import context as rpc
 
 _installed: logging.Handler | None = None
 _buffer: LineBuffer | None = None
+_threshold = logging.INFO
 _OPTIONS = orjson.OPT_UTC_Z
 """Times as 2026-11-28T12:00:00.123456Z."""
 
@@ -44,12 +46,13 @@ def configure_logging(level: str = "INFO", stream: BinaryIO | None = None) -> lo
     others, such as pytest's, stay). Loggers already used keep the setup they first wrote
     with: call this before building servers.
     """
-    global _installed, _buffer
+    global _installed, _buffer, _threshold
     if _buffer is not None:
         _buffer.flush()
         atexit.unregister(_buffer.flush)
     _buffer = LineBuffer(sys.stderr.buffer if stream is None else stream)
     threshold = logging.getLevelNamesMapping()[level.upper()]
+    _threshold = threshold
     shared: list[Processor] = [
         structlog.processors.add_log_level,
         _add_time,
@@ -150,6 +153,41 @@ class _TextTo:
 
     def flush(self) -> None:
         """The buffer flushes at the end of the loop iteration, or has already."""
+
+
+def flush() -> None:
+    """Writes out the lines still waiting for the end of the loop iteration (a reader in
+    the same process, such as a test, wants them now)."""
+    if _buffer is not None:
+        _buffer.flush()
+
+
+def write_event(level: int, event: dict[str, Any]) -> None:
+    """Writes `event` as one line, with what the processors add to every line (time,
+    level, trace and span ids, request id), when `level` is enabled; without structlog's
+    bound logger and processor chain, for the one line written per RPC (the access log),
+    where they cost more than the rest of the server's interceptors."""
+    if level < _threshold:
+        return
+    event["level"] = _LEVEL_NAMES[level]
+    event["time"] = datetime.now(UTC)
+    _add_trace_context(None, "", event)
+    _add_request_id(None, "", event)
+    data = orjson.dumps(event, option=_OPTIONS | orjson.OPT_APPEND_NEWLINE, default=repr)
+    if _buffer is not None:
+        _buffer.write(data)
+    else:  # logging not configured (a library use, a test): stderr, as structlog would
+        sys.stderr.buffer.write(data)
+        sys.stderr.buffer.flush()
+
+
+_LEVEL_NAMES = {
+    logging.DEBUG: "debug",
+    logging.INFO: "info",
+    logging.WARNING: "warning",
+    logging.ERROR: "error",
+    logging.CRITICAL: "critical",
+}
 
 
 def _dumps_text(value: Any, **options: Any) -> str:

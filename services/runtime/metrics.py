@@ -8,10 +8,10 @@ one exception to the API is the server's per-call duration histogram, which is a
 prometheus_client histogram for speed (interceptors.telemetry): the endpoint's registry
 collects it beside what the SDK exports.
 
-The tracer provider has no span exporter yet, so it records no spans (sampler ALWAYS_OFF:
-a recorded span nobody exports costs four times an unrecorded one, per RPC). Unrecorded
-spans still have real trace and span ids, which log lines carry and the client side passes
-downstream. Exporting traces means adding a span processor and a sampler here.
+No span exporter is configured yet, so the process records no spans: its tracer provider
+(services.runtime.tracing) gives every span real trace and span ids, which log lines carry
+and the client side passes downstream, and nothing else. Exporting traces means installing
+the SDK's TracerProvider here, with a span processor and a sampler.
 """
 
 from __future__ import annotations
@@ -24,11 +24,10 @@ from opentelemetry import metrics, trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from prometheus_client import CollectorRegistry, start_http_server
 
 from interceptors.telemetry import CALL_DURATION
+from services.runtime.tracing import IdsOnlyTracerProvider
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ def process_telemetry(
     free port. Yields the port the endpoint listens on, or None.
     """
     resource = Resource.create({"service.name": service_name})
-    trace.set_tracer_provider(TracerProvider(resource=resource, sampler=ALWAYS_OFF))
+    trace.set_tracer_provider(IdsOnlyTracerProvider())
     if metrics_port is None:
         yield None
         return

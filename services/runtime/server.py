@@ -26,6 +26,7 @@ from interceptors.request_context import RequestContext
 from interceptors.telemetry import RpcMetrics, Telemetry
 from services.runtime.auth import TokenCodec, current_caller
 from services.runtime.errors import STATUS_BY_ERROR, Unauthenticated
+from services.runtime.logs import write_event
 from services.runtime.server_chain import DEFAULT_CHAIN, ServerChain
 from services.runtime.service import Dependencies, ServiceSpec
 
@@ -80,7 +81,7 @@ def server_interceptors(
         Telemetry(trace.get_tracer("nova.server", tracer_provider=tracer_provider), rpc_metrics)
         if rpc_metrics
         else None,
-        AccessLog(_caller_id) if chain.access_log else None,
+        AccessLog(_caller_id, write_event) if chain.access_log else None,
         Deadlines(chain.deadlines, rejected) if chain.deadlines else None,
         Backpressure(chain.backpressure, rejected) if chain.backpressure else None,
         ErrorMapping(STATUS_BY_ERROR),

@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from services.runtime.auth import Caller, TokenCodec
 from services.runtime.ids import DEFAULT_TENANT_ID
-from services.runtime.logs import configure_logging
+from services.runtime.logs import configure_logging, flush
 from services.runtime.server import server_interceptors
 from services.runtime.server_chain import ServerChain
 
@@ -42,7 +42,12 @@ def log_lines() -> Iterator[Lines]:
     level = root.level
     stream = io.BytesIO()
     handler = configure_logging("INFO", stream)
-    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+
+    def lines() -> list[dict[str, Any]]:
+        flush()  # lines wait for the end of the loop iteration; this test reads at once
+        return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+    yield lines
     root.removeHandler(handler)
     root.setLevel(level)
     structlog.reset_defaults()

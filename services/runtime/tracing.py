@@ -1,0 +1,86 @@
+"""The tracer a process uses while it exports no spans: ids without the SDK's span work.
+
+Nova records no spans yet (no exporter is configured), but every log line and every
+downstream call carries a trace id and a span id, so a request can be followed across
+services. With the SDK's TracerProvider and the ALWAYS_OFF sampler each span still went
+through the SDK's sampling and id machinery (4.7 µs per span, the largest part of the
+server's telemetry layer). This provider returns what that SDK returns for a span its
+sampler drops: a NonRecordingSpan with a new span id and the parent's trace id (or a new
+one), flags "not sampled". When spans are exported, the SDK's provider replaces it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.util.types import AttributeValue
+
+_NOT_SAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
+
+
+class IdsOnlyTracerProvider(trace.TracerProvider):
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Mapping[str, AttributeValue] | None = None,
+    ) -> trace.Tracer:
+        return _TRACER
+
+
+class IdsOnlyTracer(trace.Tracer):
+    def start_span(
+        self,
+        name: str,
+        context: otel_context.Context | None = None,
+        kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+        attributes: Mapping[str, AttributeValue] | None = None,
+        links: Sequence[trace.Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span:
+        parent = trace.get_current_span(context).get_span_context()
+        return trace.NonRecordingSpan(
+            trace.SpanContext(
+                parent.trace_id if parent.is_valid else _nonzero(128),
+                _nonzero(64),
+                is_remote=False,
+                trace_flags=_NOT_SAMPLED,
+                trace_state=parent.trace_state if parent.is_valid else None,
+            )
+        )
+
+    # The API declares its own (private) context-manager type; a plain one behaves the same.
+    @contextmanager
+    def start_as_current_span(  # type: ignore[override]
+        self,
+        name: str,
+        context: otel_context.Context | None = None,
+        kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+        attributes: Mapping[str, AttributeValue] | None = None,
+        links: Sequence[trace.Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Iterator[trace.Span]:
+        span = self.start_span(name, context)
+        with trace.use_span(span, end_on_exit=end_on_exit) as current:
+            yield current
+
+
+def _nonzero(bits: int) -> int:
+    """A random id of `bits` bits, never 0 (the invalid id), as the SDK's generator."""
+    while True:
+        value = random.getrandbits(bits)
+        if value:
+            return value
+
+
+_TRACER = IdsOnlyTracer()

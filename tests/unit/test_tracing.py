@@ -1,0 +1,39 @@
+"""The ids-only tracer: spans with real ids that continue the caller's trace, as the SDK
+gives for spans it does not record, and that become current inside start_as_current_span."""
+
+from __future__ import annotations
+
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from services.runtime.tracing import IdsOnlyTracerProvider
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACER = IdsOnlyTracerProvider().get_tracer("test")
+
+
+def test_a_root_span_gets_a_new_trace_and_span_id_and_is_not_sampled() -> None:
+    first = TRACER.start_span("a").get_span_context()
+    second = TRACER.start_span("b").get_span_context()
+    assert first.is_valid
+    assert second.is_valid
+    assert first.trace_id != second.trace_id
+    assert not first.trace_flags.sampled
+    assert not TRACER.start_span("c").is_recording()
+
+
+def test_a_child_continues_the_callers_trace_with_a_span_id_of_its_own() -> None:
+    parent = TraceContextTextMapPropagator().extract(
+        {"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"}
+    )
+    span = TRACER.start_span("server", parent, kind=trace.SpanKind.SERVER).get_span_context()
+    assert trace.format_trace_id(span.trace_id) == TRACE_ID
+    assert trace.format_span_id(span.span_id) != "00f067aa0ba902b7"
+
+
+def test_start_as_current_span_makes_it_current_for_what_runs_inside() -> None:
+    with TRACER.start_as_current_span("work") as span:
+        assert trace.get_current_span() is span
+        inner = TRACER.start_span("inner").get_span_context()
+    assert inner.trace_id == span.get_span_context().trace_id
+    assert trace.get_current_span() is not span
