@@ -41,6 +41,7 @@ _log = structlog.get_logger("nova.relay")
 _MAX_BACKOFF_SECONDS = 5.0
 _PRUNE_EVERY_SECONDS = 60.0
 _PRUNE_BATCH = 5000
+_BACKLOG_EVERY_SECONDS = 1.0
 
 
 @dataclass
@@ -78,6 +79,8 @@ class Relay:
         self._schemas = [checked_schema(schema) for schema in schemas]
         self._settings = settings
         self.stats = RelayStats(backlog={schema: Backlog() for schema in self._schemas})
+        self._backlog_due: dict[str, float] = {}
+        """When each schema's backlog is next read (monotonic seconds)."""
         meter = meter if meter is not None else metrics.get_meter("nova.events")
         self._published = meter.create_counter(
             "nova.events.relayed", unit="{event}", description="Outbox rows published."
@@ -154,19 +157,15 @@ class Relay:
                 self.stats.published += len(ready)
                 self.stats.held_back += len(rows) - len(ready)
                 self._published.add(len(ready), {"schema": schema})
-            backlog = await conn.fetchrow(
-                f"""SELECT count(*) AS unsent, min(occurred_at) AS oldest
-                      FROM {table} WHERE sent_at IS NULL"""
-            )
-        assert backlog is not None
-        oldest = backlog["oldest"]
-        # Read after the UPDATE, in the same transaction: what this pass sent is not counted.
-        self.stats.backlog[schema] = Backlog(
-            unsent=backlog["unsent"],
-            oldest_unsent_age_seconds=(
-                (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
-            ),
-        )
+            # Counting the unsent rows reads all of them: while a backlog drains in full
+            # batches, at most once a second; after a short batch the rest is small.
+            now = time.monotonic()
+            if len(rows) < self._settings.relay_batch_size or now >= self._backlog_due.get(
+                schema, 0.0
+            ):
+                self._backlog_due[schema] = now + _BACKLOG_EVERY_SECONDS
+                # After the UPDATE, in the same transaction: what this pass sent is not counted.
+                self.stats.backlog[schema] = await _backlog(conn, table)
         self.stats.passes += 1
         return len(rows)
 
@@ -240,6 +239,20 @@ class Relay:
     def _observe_age(self, options: CallbackOptions) -> Iterable[Observation]:
         for schema, backlog in list(self.stats.backlog.items()):
             yield Observation(backlog.oldest_unsent_age_seconds, {"schema": schema})
+
+
+async def _backlog(conn: asyncpg.Connection, table: str) -> Backlog:
+    row = await conn.fetchrow(
+        f"SELECT count(*) AS unsent, min(occurred_at) AS oldest FROM {table} WHERE sent_at IS NULL"
+    )
+    assert row is not None
+    oldest = row["oldest"]
+    return Backlog(
+        unsent=row["unsent"],
+        oldest_unsent_age_seconds=(
+            (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
+        ),
+    )
 
 
 def _event(row: asyncpg.Record) -> Event:
