@@ -14,7 +14,8 @@ aggregate (tests/integration/test_relay.py runs three against one outbox).
 Writers notify `nova_outbox` when they commit events (outbox.append), so an idle relay
 wakes at once; it also looks every `relay_poll_seconds` in case a notification was lost.
 Sent rows are pruned after the retention period. The backlog (unsent rows and the age of
-the oldest) is exported as metrics, read once per pass.
+the oldest) is exported as metrics, read after a pass that emptied
+the outbox and at most once a second while a backlog drains.
 """
 
 from __future__ import annotations
