@@ -38,9 +38,9 @@ class Auth(Generic[T]):
         return self.begin
 
     def begin(self, call: Call) -> None:
-        header = call.header("authorization")
+        header = call.metadata.get("authorization")
         caller: T | None = None
-        if header is not None:
+        if isinstance(header, str):
             scheme, _, token = header.strip().partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise Abort(

@@ -72,21 +72,9 @@ class Backpressure:
         self._pushback = ((PUSHBACK_KEY, str(settings.retry_pushback_ms)),)
 
     def for_method(self, method: Method) -> Callable[[Call], _Admitted]:
-        own = self._method_limiters.get(method.path)
-        return self.admit if own is None else _OwnLimit(self, own).admit
+        return _Admitted(self, self._method_limiters.get(method.path)).admit
 
-    def admit(self, call: Call, own: Limiter | None = None) -> _Admitted:
-        server = self.limiter
-        # No await between a check and its count: nothing else runs in between.
-        if not server.try_acquire():
-            self._refuse(call, "concurrency", server)
-        if own is not None and not own.try_acquire():
-            now = time.perf_counter()
-            server.release(now, now, Outcome.IGNORED)
-            self._refuse(call, "method_concurrency", own)
-        return _Admitted(server, own, time.perf_counter())
-
-    def _refuse(self, call: Call, reason: str, limiter: Limiter) -> NoReturn:
+    def refuse(self, call: Call, reason: str, limiter: Limiter) -> NoReturn:
         """Answers RESOURCE_EXHAUSTED with the retry hint, for `limiter` being full."""
         method = call.method.path
         self._rejected(reason, method)
@@ -99,32 +87,31 @@ class Backpressure:
         )
 
 
-class _OwnLimit:
-    """Admission to a method with a limit of its own, within the server's."""
+class _Admitted:
+    """Admission to one method, within the server's limit and the method's own if it has
+    one; the scope of every admitted call of it, which gives their slots back with their
+    outcome and duration (the call carries all that differs)."""
 
-    __slots__ = ("_layer", "_own")
+    __slots__ = ("_layer", "_own", "_server")
 
-    def __init__(self, layer: Backpressure, own: Limiter) -> None:
+    def __init__(self, layer: Backpressure, own: Limiter | None) -> None:
         self._layer = layer
+        self._server = layer.limiter
         self._own = own
 
     def admit(self, call: Call) -> _Admitted:
-        return self._layer.admit(call, self._own)
-
-
-class _Admitted:
-    """One admitted call: its slots, given back with its outcome when it ends."""
-
-    __slots__ = ("_own", "_server", "_started")
-
-    def __init__(self, server: Limiter, own: Limiter | None, started: float) -> None:
-        self._server = server
-        self._own = own
-        self._started = started
+        server, own = self._server, self._own
+        # No await between a check and its count: nothing else runs in between.
+        if not server.try_acquire():
+            self._layer.refuse(call, "concurrency", server)
+        if own is not None and not own.try_acquire():
+            now = time.perf_counter()
+            server.release(now, now, Outcome.IGNORED)
+            self._layer.refuse(call, "method_concurrency", own)
+        return self
 
     def end(self, call: Call, error: BaseException | None) -> None:
-        finished = time.perf_counter()
-        outcome = outcome_of(call.code(error))
-        self._server.release(self._started, finished, outcome)
+        outcome = outcome_of(call.status)
+        self._server.release(call.started, call.finished, outcome)
         if self._own is not None:
-            self._own.release(self._started, finished, outcome)
+            self._own.release(call.started, call.finished, outcome)

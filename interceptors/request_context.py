@@ -9,8 +9,8 @@ forge log lines) is replaced by a fresh id rather than trusted.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
+from random import getrandbits
 
 from interceptors import context as rpc
 from interceptors.chain import Call, Method
@@ -21,11 +21,17 @@ _MAX_REQUEST_ID_LENGTH = 128
 
 def request_id_of(call: Call) -> str:
     """The caller's request id when it is usable, else a fresh one."""
-    sent = call.header(REQUEST_ID_KEY)
-    if sent and len(sent) <= _MAX_REQUEST_ID_LENGTH and sent.isascii() and sent.isprintable():
+    sent = call.metadata.get(REQUEST_ID_KEY)
+    if (
+        isinstance(sent, str)
+        and sent
+        and len(sent) <= _MAX_REQUEST_ID_LENGTH
+        and sent.isascii()
+        and sent.isprintable()
+    ):
         return sent
     # Not uuid4: a request id needs to be unique, not secret, and urandom is a system call.
-    return f"{random.getrandbits(128):032x}"
+    return f"{getrandbits(128):032x}"
 
 
 class RequestContext:
@@ -37,4 +43,5 @@ class RequestContext:
 
 def _begin(call: Call) -> None:
     rpc.request_id.set(request_id_of(call))
-    rpc.authorization.set(call.header("authorization"))
+    authorization = call.metadata.get("authorization")
+    rpc.authorization.set(authorization if isinstance(authorization, str) else None)

@@ -44,7 +44,7 @@ class _Ended:
         self.layer = layer
 
     def end(self, call: Call, error: BaseException | None) -> None:
-        self.layer.log.append(f"end {self.layer.name} {call.code(error).name}")
+        self.layer.log.append(f"end {self.layer.name} {call.status.name}")
 
 
 async def echo(request: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:

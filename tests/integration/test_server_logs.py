@@ -44,7 +44,7 @@ def log_lines() -> Iterator[Lines]:
     handler = configure_logging("INFO", stream)
 
     def lines() -> list[dict[str, Any]]:
-        flush()  # lines wait for the end of the loop iteration; this test reads at once
+        flush()  # lines wait up to 10 ms for the buffer's timer; this test reads at once
         return [json.loads(line) for line in stream.getvalue().splitlines()]
 
     yield lines

@@ -1,5 +1,5 @@
-"""The log's line buffer: one write per event-loop iteration, nothing held back off the loop,
-nothing lost when a loop stops before its flush ran."""
+"""The log's line buffer: lines written on a loop go out together when its timer fires,
+nothing is held back off the loop, nothing is lost when a loop stops before its flush ran."""
 
 from __future__ import annotations
 
@@ -28,16 +28,22 @@ def test_lines_written_off_a_loop_are_written_at_once() -> None:
     assert stream.writes == 2
 
 
-async def test_lines_of_one_loop_iteration_go_out_in_one_write_at_its_end() -> None:
+async def test_lines_written_on_a_loop_go_out_in_one_write_when_the_timer_fires() -> None:
     stream = CountingStream()
-    buffer = LineBuffer(stream)
+    buffer = LineBuffer(stream, flush_seconds=0.05)
     for index in range(100):
         buffer.msg(b"%d" % index)
+        if index % 10 == 0:
+            await asyncio.sleep(0)  # later loop iterations join the same write
+    await asyncio.sleep(0.01)
     assert stream.getvalue() == b""
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.1)
     assert stream.getvalue().splitlines() == [b"%d" % index for index in range(100)]
     assert stream.writes == 1
+    buffer.msg(b"next")  # a new timer for the next lines
+    await asyncio.sleep(0.1)
+    assert stream.getvalue().endswith(b"99\nnext\n")
+    assert stream.writes == 2
 
 
 def test_a_line_left_by_a_loop_that_stopped_is_written_with_the_next_one() -> None:

@@ -3,6 +3,7 @@ gives for spans it does not record, and that become current inside start_as_curr
 
 from __future__ import annotations
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -37,3 +38,12 @@ def test_start_as_current_span_makes_it_current_for_what_runs_inside() -> None:
         inner = TRACER.start_span("inner").get_span_context()
     assert inner.trace_id == span.get_span_context().trace_id
     assert trace.get_current_span() is not span
+
+
+def test_an_empty_context_starts_a_new_trace_even_inside_a_current_span() -> None:
+    with TRACER.start_as_current_span("outer") as outer:
+        span = TRACER.start_span("server", otel_context.Context()).get_span_context()
+        child = TRACER.start_span("child").get_span_context()
+    assert span.is_valid
+    assert span.trace_id != outer.get_span_context().trace_id
+    assert child.trace_id == outer.get_span_context().trace_id
