@@ -47,6 +47,7 @@ from services.runtime.auth import TokenCodec
 from services.runtime.bench.loadgen import CLIENT_OVERLOADED, Call, Load, LoadResult, generate
 from services.runtime.bench.rpc import BenchError
 from services.runtime.logs import configure_logging
+from services.runtime.logs import flush as flush_logs
 from services.runtime.metrics import process_telemetry
 from services.runtime.server import freeze_startup_heap, server_interceptors
 from services.runtime.server_chain import ServerChain
@@ -118,10 +119,13 @@ def serve_until_terminated(
             process_telemetry("nova-bench", metrics_host="127.0.0.1", metrics_port=0),
         ):
             configure_logging("INFO", log)
-            async with serving() as port:
-                freeze_startup_heap()  # as start_server does
-                connection.send(port)
-                await stopped.wait()
+            try:
+                async with serving() as port:
+                    freeze_startup_heap()  # as start_server does
+                    connection.send(port)
+                    await stopped.wait()
+            finally:
+                flush_logs()  # lines still waiting for the buffer's timer, before log closes
 
     uvloop.run(main())
 
