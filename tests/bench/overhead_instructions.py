@@ -22,23 +22,20 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
-import uvloop
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.runtime.auth import TokenCodec
-from services.runtime.bench.overhead import VARIANTS
-from services.runtime.logs import configure_logging
-from services.runtime.logs import flush as flush_logs
-from services.runtime.metrics import process_telemetry
-from services.runtime.server import freeze_startup_heap, server_interceptors
+from services.runtime.bench.overhead import VARIANTS, serve_until_terminated
+from services.runtime.server import server_interceptors
 from services.runtime.server_chain import ServerChain
 
 _BARE = VARIANTS["error mapping + auth"]
@@ -74,14 +71,9 @@ class _Passthrough(_Interceptor):
         return await continuation(details)
 
 
-async def _serve(variant: str, port: int) -> None:
-    stopped = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
-    with (
-        tempfile.TemporaryFile("wb") as log,
-        process_telemetry("nova-bench", metrics_host="127.0.0.1", metrics_port=0),
-    ):
-        configure_logging("INFO", log)
+def _serve(variant: str, port: int) -> None:
+    @asynccontextmanager
+    async def serving() -> AsyncIterator[int]:
         tokens = TokenCodec(secret="bench-" + "x" * 40, ttl=timedelta(minutes=5))
         chain = CHAINS[variant]
         interceptors: list[aio.ServerInterceptor[Any, Any]] = []
@@ -95,11 +87,12 @@ async def _serve(variant: str, port: int) -> None:
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
         await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-        freeze_startup_heap()
-        print("ready", flush=True)
-        await stopped.wait()
-        await server.stop(0)
-        flush_logs()
+        try:
+            yield port
+        finally:
+            await server.stop(0)
+
+    serve_until_terminated(lambda _: print("ready", flush=True), serving)
 
 
 async def _call(port: int, calls: int) -> None:
@@ -174,7 +167,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        uvloop.run(_serve(args.serve, args.port))
+        _serve(args.serve, args.port)
         return
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("this benchmark needs valgrind (apt install valgrind)")

@@ -104,12 +104,12 @@ async def server_process(
 
 
 def serve_until_terminated(
-    connection: Connection, serving: Callable[[], AbstractAsyncContextManager[int]]
+    ready: Callable[[int], None], serving: Callable[[], AbstractAsyncContextManager[int]]
 ) -> None:
     """The body of a bench server process: `serving` starts a server and yields its port
-    (which goes to the parent) until SIGTERM. The process writes its JSON log lines to a
-    file, as `nova up` would to stderr (an unnamed one, gone with the process), and has
-    the OpenTelemetry SDK and a scrape endpoint installed."""
+    (`ready` tells the parent, e.g. Connection.send) until SIGTERM. The process writes
+    its JSON log lines to a file, as `nova up` would to stderr (an unnamed one, gone with
+    the process), and has the OpenTelemetry SDK and a scrape endpoint installed."""
 
     async def main() -> None:
         stopped = asyncio.Event()
@@ -122,7 +122,7 @@ def serve_until_terminated(
             try:
                 async with serving() as port:
                     freeze_startup_heap()  # as start_server does
-                    connection.send(port)
+                    ready(port)
                     await stopped.wait()
             finally:
                 flush_logs()  # lines still waiting for the buffer's timer, before log closes
@@ -152,7 +152,7 @@ def _serve_health(settings: HealthServer, connection: Connection) -> None:
         finally:
             await server.stop(0)
 
-    serve_until_terminated(connection, serving)
+    serve_until_terminated(connection.send, serving)
 
 
 @asynccontextmanager

@@ -89,7 +89,7 @@ def _serve_work(settings: WorkServer, connection: Connection) -> None:
             finally:
                 await server.stop(0)
 
-    serve_until_terminated(connection, serving)
+    serve_until_terminated(connection.send, serving)
 
 
 @dataclass(frozen=True)
