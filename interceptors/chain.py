@@ -197,16 +197,11 @@ class _Run:
             error: BaseException | None = None
             result = None
             try:
-                for begin in begins:
-                    scope = begin(call)
-                    if scope is not None:
-                        scopes.append(scope)
+                _begin_all(begins, call, scopes)
                 result = await behavior(request, context)
             except BaseException as raised:
                 error = raised
-            call.finished = finished = perf_counter()
-            call.seconds = finished - call.started
-            error = _end(call, scopes, error)
+            error = _finish(call, scopes, error)
             while isinstance(error, Abort):
                 error = _end(call, scopes, await _answer(context, error))
             if error is not None:
@@ -223,23 +218,32 @@ class _Run:
             scopes: list[Scope] = []
             error: BaseException | None = None
             try:
-                for begin in begins:
-                    scope = begin(call)
-                    if scope is not None:
-                        scopes.append(scope)
+                _begin_all(begins, call, scopes)
                 async for response in behavior(request, context):
                     yield response
             except BaseException as raised:
                 error = raised
-            call.finished = finished = perf_counter()
-            call.seconds = finished - call.started
-            error = _end(call, scopes, error)
+            error = _finish(call, scopes, error)
             while isinstance(error, Abort):
                 error = _end(call, scopes, await _answer(context, error))
             if error is not None:
                 raise error
 
         return stream
+
+
+def _begin_all(begins: tuple[Begin, ...], call: Call, scopes: list[Scope]) -> None:
+    for begin in begins:
+        scope = begin(call)
+        if scope is not None:
+            scopes.append(scope)
+
+
+def _finish(call: Call, scopes: list[Scope], error: BaseException | None) -> BaseException | None:
+    """Stops the call's clock, then ends its scopes (see _end)."""
+    call.finished = finished = perf_counter()
+    call.seconds = finished - call.started
+    return _end(call, scopes, error)
 
 
 def _end(call: Call, scopes: list[Scope], error: BaseException | None) -> BaseException | None:
