@@ -1,9 +1,10 @@
 """One structured log line per RPC: who called what, how it ended and how long it took.
 
-The line carries service, method, peer, status code, duration_ms and caller_id; the
-process's log writer (services.runtime.logs.write_event) adds time, level, trace_id,
-span_id and request_id to it as to every line, which is why this layer sits inside the
-telemetry span and the request context. Messages are never logged: they hold passwords,
+The line carries service, method, peer, status code, duration_ms and caller_id, and the
+trace_id and span_id of the call's span (Call.trace_ids); the process's log writer
+(services.runtime.logs.write_event) adds time, level and request_id to it as to every
+line (and the current span's ids, when telemetry is off), which is why this layer sits
+inside the telemetry span and the request context. Messages are never logged: they hold passwords,
 tokens and personal data, and their size would make the log cost more than the call.
 Server faults (INTERNAL, UNKNOWN, DATA_LOSS) are warnings; the error mapping writes their
 stack on its own line.
@@ -66,16 +67,18 @@ class _MethodLog:
         code = call.status
         # `is` first: most calls end OK, and hashing an enum runs Python code.
         level = _INFO if code is _OK or code not in _WARNINGS else _WARNING
-        self.write(
-            level,
-            {
-                "event": "rpc",
-                "logger": "nova.access",
-                "service": self.service,
-                "method": self.method,
-                "peer": call.context.peer(),
-                "code": code.name,
-                "duration_ms": round(call.seconds * 1000, 3),
-                "caller_id": self.caller_id(),
-            },
-        )
+        event = {
+            "event": "rpc",
+            "logger": "nova.access",
+            "service": self.service,
+            "method": self.method,
+            "peer": call.context.peer(),
+            "code": "OK" if code is _OK else code.name,  # .name is a Python property
+            # Truncated to the microsecond: round(x, 3) goes through decimal strings and
+            # cost as much as the rest of this dict.
+            "duration_ms": int(call.seconds * 1_000_000) / 1000,
+            "caller_id": self.caller_id(),
+        }
+        if call.trace_ids is not None:
+            event["trace_id"], event["span_id"] = call.trace_ids
+        self.write(level, event)

@@ -27,6 +27,9 @@ Rejected = Callable[[str, str], None]
 """Told (reason, method) of each call refused, e.g. to count it."""
 
 _DROPPED = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED})
+# Module constants: an enum member looked up on its class runs Python code.
+_OK = grpc.StatusCode.OK
+_SUCCESS, _DROPPED_OUTCOME, _IGNORED = Outcome.SUCCESS, Outcome.DROPPED, Outcome.IGNORED
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,9 @@ class BackpressureSettings:
 def outcome_of(code: grpc.StatusCode) -> Outcome:
     """Only served calls measure latency; running out of time or of an inner resource (the
     database pool) says the server is overloaded; the rest say nothing about load."""
-    if code is grpc.StatusCode.OK:
-        return Outcome.SUCCESS
-    return Outcome.DROPPED if code in _DROPPED else Outcome.IGNORED
+    if code is _OK:
+        return _SUCCESS
+    return _DROPPED_OUTCOME if code in _DROPPED else _IGNORED
 
 
 class Backpressure:

@@ -38,6 +38,8 @@ from grpc import aio
 from interceptors._status import final_code
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     # grpc-stubs makes these generic; grpcio's runtime classes are not subscriptable.
     ServerInterceptor = aio.ServerInterceptor[Any, Any]
     Context = aio.ServicerContext[Any, Any]
@@ -49,6 +51,9 @@ Behavior = Callable[..., Any]
 _received: ContextVar[tuple[tuple[str, str | bytes], ...]] = ContextVar("nova_received")
 """The metadata of the call being served, set by intercept_service: grpc.aio runs it in the
 RPC's own task, just before the handler it returns."""
+
+_OK = grpc.StatusCode.OK
+"""A module constant: an enum member looked up on its class runs Python code."""
 
 _MAX_METHODS = 10_000
 """Wrapped handlers kept at most: a generic handler may serve any path a client sends."""
@@ -79,7 +84,17 @@ class Call:
     twice per call, not once per layer and end.
     """
 
-    __slots__ = ("context", "finished", "metadata", "method", "seconds", "started", "status")
+    __slots__ = (
+        "context",
+        "finished",
+        "metadata",
+        "method",
+        "seconds",
+        "span",
+        "started",
+        "status",
+        "trace_ids",
+    )
 
     def __init__(self, method: Method, context: Context) -> None:
         self.method = method
@@ -90,13 +105,22 @@ class Call:
         """time.perf_counter() when the servicer or a refusing layer ended it."""
         self.seconds = 0.0
         """finished - started."""
-        self.status = grpc.StatusCode.OK
+        self.status = _OK
         """The code the call ends with (see final_code), as the scope being ended sees it:
         an Abort raised by an inner scope's end changes it for the outer ones."""
+        self.span: Span | None = None
+        """The call's OpenTelemetry span, when the telemetry layer started one."""
+        self.trace_ids: tuple[str, str] | None = None
+        """The trace id and span id of the call's span, as log lines write them, when the
+        telemetry layer started one: the access log's line would otherwise look the current
+        span up through OpenTelemetry's API, which cost more than the rest of the line."""
         # Read once for every layer, from what grpc gave intercept_service in this task:
         # context.invocation_metadata() would build it again, which costs more than all the
-        # layers' lookups. Reversed, so a key sent twice keeps its first value.
-        self.metadata: dict[str, str | bytes] = dict(reversed(_received.get()))
+        # layers' lookups. A key sent twice keeps its first value.
+        received = _received.get()
+        self.metadata: dict[str, str | bytes] = dict(received)
+        if len(self.metadata) != len(received):
+            self.metadata = dict(reversed(received))
 
     def header(self, key: str) -> str | None:
         """The value of a text (not `-bin`) metadata key, lowercase, or None."""

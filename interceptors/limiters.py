@@ -27,6 +27,10 @@ class Outcome(enum.Enum):
     """Says nothing about load (cancelled by the client, refused as a bad request)."""
 
 
+_DROPPED, _IGNORED = Outcome.DROPPED, Outcome.IGNORED
+"""Module constants: an enum member looked up on its class runs Python code."""
+
+
 class Limiter(Protocol):
     @property
     def limit(self) -> int: ...
@@ -129,10 +133,10 @@ class AdaptiveLimiter:
     def release(self, started: float, finished: float, outcome: Outcome) -> None:
         self.in_flight -= 1
         self._now = max(self._now, finished)
-        if outcome is Outcome.IGNORED or started < self._window_start:
+        if outcome is _IGNORED or started < self._window_start:
             return
         self._calls += 1
-        if outcome is Outcome.DROPPED:
+        if outcome is _DROPPED:
             self._dropped = True
         else:
             self._served += 1

@@ -31,7 +31,7 @@ def request_id_of(call: Call) -> str:
     ):
         return sent
     # Not uuid4: a request id needs to be unique, not secret, and urandom is a system call.
-    return f"{getrandbits(128):032x}"
+    return getrandbits(128).to_bytes(16).hex()
 
 
 class RequestContext:

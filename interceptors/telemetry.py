@@ -11,12 +11,13 @@ which SDK, exporters and scrape endpoint stand behind it.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.propagators.textmap import TextMapPropagator
 
@@ -39,13 +40,16 @@ _SERVER_FAULTS = frozenset(
 """Codes that mark a server span as an error (semantic conventions for gRPC)."""
 
 _OK = grpc.StatusCode.OK
+_SERVER = trace.SpanKind.SERVER
+"""Module constants: an enum member looked up on its class runs Python code."""
 
 
-_IN_FLIGHT: Counter[str] = Counter()
-"""RPCs being served now in this process, by rpc.method: counted in a plain dict and read
-only when metrics are collected, since two SDK measurements per call would cost more than
-the rest of this layer. One dict for every server of the process, because the SDK keeps
-only the first callback registered under an instrument's name."""
+_IN_FLIGHT: dict[str, int] = {}
+"""RPCs being served now in this process, by rpc.method: counted in a plain dict (a key is
+added when a method is first served) and read only when metrics are collected, since two
+SDK measurements per call would cost more than the rest of this layer. One dict for every
+server of the process, because the SDK keeps only the first callback registered under an
+instrument's name."""
 
 CALL_DURATION = DurationHistogram(
     "rpc_server_call_duration_seconds",
@@ -98,7 +102,7 @@ class Telemetry:
         self._textmap: TextMapPropagator | None = None
         self._fields: frozenset[str] = frozenset()
 
-    def for_method(self, method: Method) -> Callable[[Call], _Observed]:
+    def for_method(self, method: Method) -> Callable[[Call], _Method]:
         return _Method(self, method.name).begin
 
     def parent(self, call: Call) -> otel_context.Context:
@@ -118,12 +122,44 @@ class Telemetry:
 
 
 _NO_PARENT = otel_context.Context()
+(_SPAN_KEY,) = trace.set_span_in_context(trace.INVALID_SPAN, _NO_PARENT).keys()
+"""The key under which OpenTelemetry's context holds the current span (private to its
+API, so learnt from it)."""
+
+
+def _attach_function() -> Callable[[otel_context.Context], object]:
+    """otel_context.attach, or when the process keeps its context in a ContextVar (the API's
+    default runtime context) that ContextVar's `set`, which attach calls two functions deep.
+
+    No token is kept to detach: grpc.aio runs every call in a task of its own, so what a
+    call attaches ends with it.
+    """
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    current = getattr(runtime, "_current_context", None)
+    if isinstance(runtime, ContextVarsRuntimeContext) and isinstance(current, ContextVar):
+        return current.set
+    return otel_context.attach
+
+
+def _with_span(span: trace.Span, parent: otel_context.Context) -> otel_context.Context:
+    """trace.set_span_in_context(span, parent), building the context in one step."""
+    return otel_context.Context({**parent, _SPAN_KEY: span})
 
 
 class _Method:
-    """What telemetry keeps of one method: its name and attributes, built once."""
+    """What telemetry keeps of one method (its name, attributes and series, built once);
+    the scope of every call of it, whose span the call carries (Call.span)."""
 
-    __slots__ = ("attributes", "by_code", "layer", "metrics", "name", "served", "tracer")
+    __slots__ = (
+        "attach",
+        "attributes",
+        "by_code",
+        "in_flight",
+        "layer",
+        "name",
+        "served",
+        "tracer",
+    )
 
     served: Series
     by_code: dict[grpc.StatusCode, Series]
@@ -131,51 +167,45 @@ class _Method:
     def __init__(self, layer: Telemetry, name: str) -> None:
         self.layer = layer
         self.tracer = layer.tracer
-        self.metrics = layer.metrics
+        self.attach = _attach_function()
         self.name = name
         self.attributes = {"rpc.system.name": "grpc", "rpc.method": name}
-        self.served = self.metrics.duration.labels(name, _OK.name, "grpc")
+        self.in_flight = layer.metrics.in_flight
+        self.in_flight.setdefault(name, 0)
+        self.served = layer.metrics.duration.labels(name, _OK.name, "grpc")
         self.by_code = {}
         """The duration's series, by status code."""
 
-    def begin(self, call: Call) -> _Observed:
+    def begin(self, call: Call) -> _Method:
         parent = self.layer.parent(call)
-        span = self.tracer.start_span(
-            self.name, parent, kind=trace.SpanKind.SERVER, attributes=self.attributes
-        )
-        otel_context.attach(trace.set_span_in_context(span, parent))
-        self.metrics.in_flight[self.name] += 1
-        return _Observed(self, span)
-
-    def duration(self, code: grpc.StatusCode) -> Series:
-        if code is _OK:  # most calls: no hashing of the enum, which Python code does
-            return self.served
-        series = self.by_code.get(code)
-        if series is None:
-            series = self.metrics.duration.labels(self.name, code.name, "grpc")
-            self.by_code[code] = series
-        return series
-
-
-class _Observed:
-    """One call's span."""
-
-    __slots__ = ("_method", "_span")
-
-    def __init__(self, method: _Method, span: trace.Span) -> None:
-        self._method = method
-        self._span = span
+        span = self.tracer.start_span(self.name, parent, kind=_SERVER, attributes=self.attributes)
+        self.attach(_with_span(span, parent))
+        call.span = span
+        ids = span.get_span_context()
+        if ids.is_valid:
+            call.trace_ids = (ids.trace_id.to_bytes(16).hex(), ids.span_id.to_bytes(8).hex())
+        self.in_flight[self.name] += 1
+        return self
 
     def end(self, call: Call, error: BaseException | None) -> None:
         code = call.status
-        method = self._method
-        method.metrics.in_flight[method.name] -= 1
-        method.duration(code).observe(call.seconds)
-        span = self._span
+        self.in_flight[self.name] -= 1
+        if code is _OK:  # most calls: no hashing of the enum, which Python code does
+            self.served.observe(call.seconds)
+        else:
+            self.duration(code).observe(call.seconds)
+        span = call.span
         # Unsampled spans (the process records none yet) take no attributes and no end.
-        if span.is_recording():
+        if span is not None and span.is_recording():
             span.set_attribute("rpc.response.status_code", code.name)
             if code in _SERVER_FAULTS:
                 span.set_attribute("error.type", code.name)
                 span.set_status(trace.StatusCode.ERROR)
             span.end()
+
+    def duration(self, code: grpc.StatusCode) -> Series:
+        series = self.by_code.get(code)
+        if series is None:
+            series = self.layer.metrics.duration.labels(self.name, code.name, "grpc")
+            self.by_code[code] = series
+        return series

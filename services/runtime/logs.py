@@ -122,19 +122,21 @@ class LineBuffer:
     info = debug = warning = error = critical = exception = msg
 
     def write(self, data: bytes) -> None:
+        # No lock here, the path of every line: list.append is atomic under the GIL, and
+        # _write_pending takes only the lines it counted, so one appended meanwhile stays.
+        self._pending.append(data)
         try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            loop = asyncio.get_running_loop()
         except RuntimeError:
-            loop = None
-        with self._lock:
-            self._pending.append(data)
-            if loop is None:
-                self._write_pending()
-            elif self._scheduled_on is not loop:
-                if self._scheduled_on is not None:  # a loop that stopped before it flushed
-                    self._write_pending()
-                self._scheduled_on = loop
-                loop.call_later(self._flush_seconds, self.flush)
+            self.flush()
+            return
+        if self._scheduled_on is not loop:
+            with self._lock:
+                if self._scheduled_on is not loop:
+                    if self._scheduled_on is not None:  # a loop that stopped before it flushed
+                        self._write_pending()
+                    self._scheduled_on = loop
+                    loop.call_later(self._flush_seconds, self.flush)
 
     def flush(self) -> None:
         with self._lock:
@@ -142,9 +144,12 @@ class LineBuffer:
             self._write_pending()
 
     def _write_pending(self) -> None:
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending.clear()
+        """Writes the lines waiting now; the caller holds the lock, so flushes never
+        interleave."""
+        count = len(self._pending)
+        if count:
+            data = b"".join(self._pending[:count])
+            del self._pending[:count]
             self._stream.write(data)
             self._stream.flush()
 
@@ -173,16 +178,18 @@ def write_event(level: int, event: dict[str, Any]) -> None:
     """Writes `event` as one line, with what the processors add to every line (time,
     level, trace and span ids, request id), when `level` is enabled; without structlog's
     bound logger and processor chain, for the one line written per RPC (the access log),
-    where they cost more than the rest of the server's interceptors."""
+    where they cost more than the rest of the server's interceptors. An event that has a
+    trace_id already keeps it and its span_id: the access log knows its call's."""
     if level < _threshold:
         return
     event["level"] = _LEVEL_NAMES[level]
     event["time"] = datetime.now(UTC)
     # _add_trace_context and _add_request_id, inline: this runs once per RPC.
-    span = trace.get_current_span().get_span_context()
-    if span.is_valid:
-        event["trace_id"] = f"{span.trace_id:032x}"
-        event["span_id"] = f"{span.span_id:016x}"
+    if "trace_id" not in event:
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            event["trace_id"] = span.trace_id.to_bytes(16).hex()
+            event["span_id"] = span.span_id.to_bytes(8).hex()
     request_id = rpc.request_id.get()
     if request_id is not None:
         event.setdefault("request_id", request_id)
@@ -215,9 +222,10 @@ def _add_time(logger: WrappedLogger, method: str, event: EventDict) -> EventDict
 def _add_trace_context(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
     span = trace.get_current_span().get_span_context()
     if span.is_valid:
-        # What trace.format_trace_id and format_span_id do, without their two calls.
-        event["trace_id"] = f"{span.trace_id:032x}"
-        event["span_id"] = f"{span.span_id:016x}"
+        # What trace.format_trace_id and format_span_id do, without their two calls and
+        # their format spec (the bytes' hex() takes half the instructions).
+        event["trace_id"] = span.trace_id.to_bytes(16).hex()
+        event["span_id"] = span.span_id.to_bytes(8).hex()
     return event
 
 

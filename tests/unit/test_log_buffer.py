@@ -61,3 +61,29 @@ def test_a_line_left_by_a_loop_that_stopped_is_written_with_the_next_one() -> No
     loop.close()
     buffer.msg(b"second")
     assert stream.getvalue() == b"first\nsecond\n"
+
+
+async def test_lines_from_other_threads_during_flushes_are_each_written_once() -> None:
+    """Appends take no lock; a flush must take only the lines it counted."""
+    stream = CountingStream()
+    buffer = LineBuffer(stream, flush_seconds=0.0005)
+
+    def off_loop(thread: int) -> None:
+        for index in range(3000):
+            buffer.msg(b"t%d-%d" % (thread, index))
+
+    threads = [asyncio.to_thread(off_loop, thread) for thread in range(3)]
+    on_loop = [b"loop-%d" % index for index in range(3000)]
+
+    async def writer() -> None:
+        for index, line in enumerate(on_loop):
+            buffer.msg(line)
+            if index % 50 == 0:
+                await asyncio.sleep(0.0005)  # the buffer's timer fires in between
+
+    await asyncio.gather(writer(), *threads)
+    buffer.flush()
+    lines = stream.getvalue().splitlines()
+    expected = on_loop + [b"t%d-%d" % (t, i) for t in range(3) for i in range(3000)]
+    assert sorted(lines) == sorted(expected)
+    assert [line for line in lines if line.startswith(b"loop-")] == on_loop

@@ -47,3 +47,23 @@ def test_an_empty_context_starts_a_new_trace_even_inside_a_current_span() -> Non
     assert span.is_valid
     assert span.trace_id != outer.get_span_context().trace_id
     assert child.trace_id == outer.get_span_context().trace_id
+
+
+def test_span_contexts_equal_what_the_apis_constructor_builds() -> None:
+    """The tracer builds its SpanContext tuples directly; a layout change in an upgrade of
+    the API must show here, not as wrong ids in logs."""
+    parent = TraceContextTextMapPropagator().extract(
+        {"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01", "tracestate": "vendor=value"}
+    )
+    for context in (None, otel_context.Context(), parent):
+        built = TRACER.start_span("server", context).get_span_context()
+        checked = trace.SpanContext(
+            built.trace_id,
+            built.span_id,
+            is_remote=False,
+            trace_flags=trace.TraceFlags(trace.TraceFlags.DEFAULT),
+            trace_state=built.trace_state,
+        )
+        assert built == checked
+        assert (built.is_valid, built.is_remote, built.trace_flags) == (True, False, 0)
+    assert TRACER.start_span("child", parent).get_span_context().trace_state == {"vendor": "value"}
