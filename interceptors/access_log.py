@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from interceptors.chain import Call, Method
+from interceptors.chain import Call, Every, Method
 
 _WARNINGS = frozenset(
     {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
@@ -42,9 +42,9 @@ class AccessLog:
         self._caller_id = caller_id
         self._write = write
 
-    def for_method(self, method: Method) -> Callable[[Call], _MethodLog]:
+    def for_method(self, method: Method) -> Every:
         service, _, name = method.name.rpartition("/")
-        return _MethodLog(service, name, self._caller_id, self._write).begin
+        return Every(_MethodLog(service, name, self._caller_id, self._write))
 
 
 class _MethodLog:
@@ -59,9 +59,6 @@ class _MethodLog:
         self.method = method
         self.caller_id = caller_id
         self.write = write
-
-    def begin(self, call: Call) -> _MethodLog:
-        return self
 
     def end(self, call: Call, error: BaseException | None) -> None:
         code = call.status

@@ -51,4 +51,7 @@ class Auth(Generic[T]):
                 caller = self._verify(token.strip())
             except self._invalid as error:
                 raise Abort(grpc.StatusCode.UNAUTHENTICATED, str(error)) from error
-        self._caller.set(caller)
+        # Set only when it changes: a call's task starts with the context the server started
+        # in, where no caller is set, and a context variable's set costs more than its get.
+        if caller is not None or self._caller.get() is not None:
+            self._caller.set(caller)

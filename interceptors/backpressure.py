@@ -114,7 +114,8 @@ class _Admitted:
         return self
 
     def end(self, call: Call, error: BaseException | None) -> None:
-        outcome = outcome_of(call.status)
+        code = call.status
+        outcome = _SUCCESS if code is _OK else outcome_of(code)
         self._server.release(call.started, call.finished, outcome)
         if self._own is not None:
             self._own.release(call.started, call.finished, outcome)

@@ -19,6 +19,10 @@ runs the layers' synchronous hooks in one coroutine around the servicer:
   the call with that status instead (the error mapping does); the layers outside it then
   end with that AbortError.
 
+A layer with nothing to do when a call begins, and one scope for every call of a method
+(the error mapping, the access log), says so with `Every(scope)`: the chain then calls no
+begin for it.
+
 Streaming behaviors that are async generators are wrapped as generators, others (which
 write with `context.write`) like unary ones.
 """
@@ -151,8 +155,16 @@ class Scope(Protocol):
 Begin = Callable[[Call], Scope | None]
 
 
+@dataclass(frozen=True, slots=True)
+class Every:
+    """A layer's answer to for_method when a call of the method has nothing to do at its
+    start and `scope` is what every call of it ends."""
+
+    scope: Scope
+
+
 class Layer(Protocol):
-    def for_method(self, method: Method) -> Begin:
+    def for_method(self, method: Method) -> Begin | Every:
         """What this layer does when a call of `method` begins (asked once per method)."""
 
 
@@ -184,7 +196,7 @@ class ChainInterceptor(ServerInterceptor):
 
     def _wrap(self, path: str, handler: Handler) -> Handler:
         method = Method(path, handler.unary_unary is not None or handler.stream_unary is not None)
-        run = _Run(method, tuple(layer.for_method(method) for layer in self._layers))
+        run = _Run(method, tuple(_step(layer.for_method(method)) for layer in self._layers))
         kwargs = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
@@ -199,21 +211,29 @@ class ChainInterceptor(ServerInterceptor):
         return grpc.stream_stream_rpc_method_handler(run.wrap(handler.stream_stream), **kwargs)
 
 
+_Step = tuple[Begin | None, Scope | None]
+"""A layer's part in a call of one method: its begin, or else the scope of every call."""
+
+
+def _step(answer: Begin | Every) -> _Step:
+    return (None, answer.scope) if isinstance(answer, Every) else (answer, None)
+
+
 class _Run:
     """The layers' hooks for calls of one method, around its behavior."""
 
-    __slots__ = ("_begins", "_method")
+    __slots__ = ("_method", "_steps")
 
-    def __init__(self, method: Method, begins: tuple[Begin, ...]) -> None:
+    def __init__(self, method: Method, steps: tuple[_Step, ...]) -> None:
         self._method = method
-        self._begins = begins
+        self._steps = steps
 
     def wrap(self, behavior: Behavior) -> Behavior:
         if inspect.isasyncgenfunction(behavior):
             return self._wrap_generator(behavior)
         if not inspect.iscoroutinefunction(behavior):
             behavior = _awaitable(behavior)
-        method, begins = self._method, self._begins
+        method, steps = self._method, self._steps
 
         async def run(request: Any, context: Context) -> Any:
             call = Call(method, context)
@@ -221,7 +241,7 @@ class _Run:
             error: BaseException | None = None
             result = None
             try:
-                _begin_all(begins, call, scopes)
+                _begin_all(steps, call, scopes)
                 result = await behavior(request, context)
             except BaseException as raised:
                 error = raised
@@ -235,14 +255,14 @@ class _Run:
         return run
 
     def _wrap_generator(self, behavior: Behavior) -> Behavior:
-        method, begins = self._method, self._begins
+        method, steps = self._method, self._steps
 
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             call = Call(method, context)
             scopes: list[Scope] = []
             error: BaseException | None = None
             try:
-                _begin_all(begins, call, scopes)
+                _begin_all(steps, call, scopes)
                 async for response in behavior(request, context):
                     yield response
             except BaseException as raised:
@@ -256,9 +276,9 @@ class _Run:
         return stream
 
 
-def _begin_all(begins: tuple[Begin, ...], call: Call, scopes: list[Scope]) -> None:
-    for begin in begins:
-        scope = begin(call)
+def _begin_all(steps: tuple[_Step, ...], call: Call, scopes: list[Scope]) -> None:
+    for begin, every in steps:
+        scope = every if begin is None else begin(call)
         if scope is not None:
             scopes.append(scope)
 
@@ -276,7 +296,11 @@ def _end(call: Call, scopes: list[Scope], error: BaseException | None) -> BaseEx
     is returned at once, for the same reason."""
     if isinstance(error, Abort):
         return error
-    call.status = final_code(call.context, error)
+    if error is None:  # final_code's answer for most calls, without calling it
+        code = call.context.code()
+        call.status = _OK if code is None else code
+    else:
+        call.status = final_code(call.context, error)
     coded = error
     while scopes:
         if error is not coded:  # an inner scope's end raised

@@ -11,13 +11,13 @@ beside the RPC's access-log line; without that layer it is read from the metadat
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import grpc
 from grpc import aio
 
 from interceptors import context as rpc
-from interceptors.chain import Abort, Call, Method
+from interceptors.chain import Abort, Call, Every, Method
 from interceptors.request_context import request_id_of
 
 log = logging.getLogger("nova.errors")
@@ -35,8 +35,8 @@ class ErrorMapping:
                 return self._table[cls]
         return None
 
-    def for_method(self, method: Method) -> Callable[[Call], _Mapped]:
-        return _Mapped(self, method.path).begin
+    def for_method(self, method: Method) -> Every:
+        return Every(_Mapped(self, method.path))
 
 
 class _Mapped:
@@ -47,9 +47,6 @@ class _Mapped:
     def __init__(self, mapping: ErrorMapping, path: str) -> None:
         self._mapping = mapping
         self._path = path
-
-    def begin(self, call: Call) -> _Mapped:
-        return self
 
     def end(self, call: Call, error: BaseException | None) -> None:
         if not isinstance(error, Exception) or isinstance(error, aio.AbortError):

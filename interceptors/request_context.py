@@ -42,6 +42,14 @@ class RequestContext:
 
 
 def _begin(call: Call) -> None:
-    rpc.request_id.set(request_id_of(call))
+    if REQUEST_ID_KEY in call.metadata:
+        rpc.request_id.set(request_id_of(call))
+    else:  # request_id_of's answer, without calling it
+        rpc.request_id.set(getrandbits(128).to_bytes(16).hex())
     authorization = call.metadata.get("authorization")
-    rpc.authorization.set(authorization if isinstance(authorization, str) else None)
+    if not isinstance(authorization, str):
+        authorization = None
+    # Set only when it changes: a call's task starts with the context the server started
+    # in, where none is set, and a context variable's set costs more than its get.
+    if authorization is not None or rpc.authorization.get() is not None:
+        rpc.authorization.set(authorization)

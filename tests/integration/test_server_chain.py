@@ -3,17 +3,26 @@ servicer, refusals and mapped errors seen by the layers outside them, streams wr
 
 from __future__ import annotations
 
+import asyncio
+import json
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
+from datetime import timedelta
 from typing import Any
 
 import grpc
 import pytest
 from grpc import aio
 
+from interceptors import context as rpc
 from interceptors.chain import Abort, Call, ChainInterceptor, Method
 from interceptors.errors import ErrorMapping
+from services.runtime.auth import Caller, TokenCodec, current_caller
 from services.runtime.errors import STATUS_BY_ERROR, NotFound
+from services.runtime.ids import DEFAULT_TENANT_ID
+from services.runtime.server import server_interceptors
+from services.runtime.server_chain import ServerChain
 
 seen: ContextVar[tuple[str, ...]] = ContextVar("seen", default=())
 
@@ -130,3 +139,52 @@ async def test_streams_end_their_layers_after_the_last_message(served: Served, m
     replies = [r async for r in channel.unary_stream(f"/test.Chain/{method}", None, None)(b"x")]
     assert replies == ([b"0", b"1", b"2"] if method == "Count" else [b"x", b"x"])
     assert log == ["begin outer", "begin inner", "end inner OK", "end outer OK"]
+
+
+async def test_an_anonymous_call_sees_no_caller_authorization_or_request_id_of_another() -> None:
+    """The request context and auth set their variables only when a call has a value; a
+    call's task must still never see another call's, nor the values of the context the
+    server was started in."""
+    tokens = TokenCodec(secret="chain-test-" + "x" * 32, ttl=timedelta(minutes=5))
+    caller = Caller(user_id=uuid.uuid4(), tenant_id=DEFAULT_TENANT_ID, handle="ada")
+    token, _ = tokens.issue(caller)
+
+    async def whoami(request: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
+        seen_caller = current_caller.get()
+        return json.dumps(
+            [
+                None if seen_caller is None else seen_caller.handle,
+                rpc.authorization.get(),
+                rpc.request_id.get(),
+            ]
+        ).encode()
+
+    # Values set where the server starts are what its calls' tasks would inherit.
+    current_caller.set(caller)
+    rpc.authorization.set("Bearer leaked")
+    server = aio.server(interceptors=server_interceptors(tokens, ServerChain()))
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "test.Who", {"Ami": grpc.unary_unary_rpc_method_handler(whoami)}
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    current_caller.set(None)
+    rpc.authorization.set(None)
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            ami = channel.unary_unary("/test.Who/Ami", None, None)
+            signed = (("authorization", f"Bearer {token}"), ("x-request-id", "req-1"))
+            answers = await asyncio.gather(
+                *(ami(b"", metadata=signed if n % 2 else ()) for n in range(20))
+            )
+    finally:
+        await server.stop(0)
+    seen = [json.loads(answer) for answer in answers]
+    assert all(who == ["ada", f"Bearer {token}", "req-1"] for who in seen[1::2])
+    anonymous = seen[0::2]
+    assert all(who[:2] == [None, None] for who in anonymous)
+    assert len({who[2] for who in anonymous}) == 10  # each a fresh request id
