@@ -4,8 +4,9 @@ The line carries service, method, peer, status code, duration_ms and caller_id, 
 trace_id and span_id of the call's span (Call.trace_ids); the process's log writer
 (services.runtime.logs.write_event) adds time, level and request_id to it as to every
 line (and the current span's ids, when telemetry is off), which is why this layer sits
-inside the telemetry span and the request context. Messages are never logged: they hold passwords,
-tokens and personal data, and their size would make the log cost more than the call.
+inside the telemetry span and the request context. Messages are never logged: they hold
+passwords, tokens and personal data, and their size would make the log cost more than
+the call.
 Server faults (INTERNAL, UNKNOWN, DATA_LOSS) are warnings; the error mapping writes their
 stack on its own line.
 

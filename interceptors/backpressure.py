@@ -114,8 +114,7 @@ class _Admitted:
         return self
 
     def end(self, call: Call, error: BaseException | None) -> None:
-        code = call.status
-        outcome = _SUCCESS if code is _OK else outcome_of(code)
+        outcome = outcome_of(call.status)
         self._server.release(call.started, call.finished, outcome)
         if self._own is not None:
             self._own.release(call.started, call.finished, outcome)

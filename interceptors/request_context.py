@@ -42,10 +42,7 @@ class RequestContext:
 
 
 def _begin(call: Call) -> None:
-    if REQUEST_ID_KEY in call.metadata:
-        rpc.request_id.set(request_id_of(call))
-    else:  # request_id_of's answer, without calling it
-        rpc.request_id.set(getrandbits(128).to_bytes(16).hex())
+    rpc.request_id.set(request_id_of(call))
     authorization = call.metadata.get("authorization")
     if not isinstance(authorization, str):
         authorization = None

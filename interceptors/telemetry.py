@@ -41,8 +41,8 @@ _SERVER_FAULTS = frozenset(
 
 _OK = grpc.StatusCode.OK
 _SERVER = trace.SpanKind.SERVER
+"""A module constant: an enum member looked up on its class runs Python code."""
 _UNSAMPLED = trace.NonRecordingSpan
-"""Module constants: an enum member looked up on its class runs Python code."""
 
 
 _IN_FLIGHT: dict[str, int] = {}
@@ -100,6 +100,7 @@ class Telemetry:
     def __init__(self, tracer: trace.Tracer, metrics: RpcMetrics) -> None:
         self.tracer = tracer
         self.metrics = metrics
+        self.attach = _attach_function()
         self.textmap: TextMapPropagator | None = None
         """The process's propagator when `fields` were read from it."""
         self.fields: frozenset[str] = frozenset()
@@ -153,7 +154,7 @@ class _Method:
     def __init__(self, layer: Telemetry, name: str) -> None:
         self.layer = layer
         self.tracer = layer.tracer
-        self.attach = _attach_function()
+        self.attach = layer.attach
         self.name = name
         self.attributes = {"rpc.system.name": "grpc", "rpc.method": name}
         self.in_flight = layer.metrics.in_flight

@@ -47,10 +47,8 @@ class IdsOnlyTracer(trace.Tracer):
     ) -> trace.Span:
         # An empty context (a server call whose caller sent no trace) has no parent: the
         # usual lookup through the API's functions took a third of this method.
-        if context is not None and not context:  # _span, inline on the server's hot path
-            trace_id, span_id = getrandbits(128) or _nonzero(128), getrandbits(64) or _nonzero(64)
-            fields = (trace_id, span_id, False, _NOT_SAMPLED, _NO_TRACE_STATE, True)
-            return trace.NonRecordingSpan(tuple.__new__(trace.SpanContext, fields))
+        if context is not None and not context:
+            return _span(getrandbits(128) or _nonzero(128), _NO_TRACE_STATE)
         parent = trace.get_current_span(context).get_span_context()
         if parent.is_valid:
             return _span(parent.trace_id, parent.trace_state)
