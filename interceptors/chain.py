@@ -53,8 +53,8 @@ else:
 Behavior = Callable[..., Any]
 
 _received: ContextVar[tuple[tuple[str, str | bytes], ...]] = ContextVar("nova_received")
-"""The metadata of the call being served, set by intercept_service: grpc.aio runs it in the
-RPC's own task, just before the handler it returns."""
+"""The metadata of the call being served, set by handler_for: grpc.aio looks the handler up
+in the RPC's own task, just before it runs it."""
 
 _OK = grpc.StatusCode.OK
 """A module constant: an enum member looked up on its class runs Python code."""
@@ -181,9 +181,16 @@ class ChainInterceptor(ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         details: grpc.HandlerCallDetails,
     ) -> Handler:
-        handler = await continuation(details)
+        return self.handler_for(details, await continuation(details))  # type: ignore[return-value]
+
+    def handler_for(
+        self, details: grpc.HandlerCallDetails, handler: Handler | None
+    ) -> Handler | None:
+        """The handler that runs the layers around `handler`, the one grpc found for the
+        call `details` describes (None: no such method). Called in the call's own task:
+        intercept_service, or a ChainedServer's generic handler."""
         if handler is None:
-            return handler
+            return None
         _received.set(details.invocation_metadata)
         path = details.method
         known = self._wrapped.get(path)

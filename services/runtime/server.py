@@ -8,6 +8,7 @@ period ends.
 from __future__ import annotations
 
 import gc
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from interceptors.access_log import AccessLog
 from interceptors.auth import Auth
 from interceptors.backpressure import Backpressure
 from interceptors.chain import ChainInterceptor, Layer
+from interceptors.chained_server import ChainedServer
 from interceptors.deadlines import Deadlines
 from interceptors.errors import ErrorMapping
 from interceptors.request_context import RequestContext
@@ -45,13 +47,30 @@ class PortInUse(RuntimeError):
     pass
 
 
-def server_interceptors(
+def chained_server(
+    tokens: TokenCodec,
+    chain: ServerChain = DEFAULT_CHAIN,
+    *,
+    options: Sequence[tuple[str, Any]] = (),
+    tracer_provider: trace.TracerProvider | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
+) -> ChainedServer:
+    """A grpc.aio server that runs the chain around every servicer added to it, in front of
+    their handlers rather than as a grpc.aio interceptor, which costs more per call
+    (interceptors.chained_server)."""
+    interceptor = chain_interceptor(
+        tokens, chain, tracer_provider=tracer_provider, meter_provider=meter_provider
+    )
+    return ChainedServer(interceptor, aio.server(options=options))
+
+
+def chain_interceptor(
     tokens: TokenCodec,
     chain: ServerChain = DEFAULT_CHAIN,
     *,
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
-) -> list[aio.ServerInterceptor[Any, Any]]:
+) -> ChainInterceptor:
     """The server chain: one interceptor running these layers, outermost first (providers:
     the process's unless given). One, not one per layer: grpc.aio awaits each interceptor
     and rebuilds the handler on every call (see interceptors.chain).
@@ -87,7 +106,7 @@ def server_interceptors(
         ErrorMapping(STATUS_BY_ERROR),
         Auth(tokens.verify, current_caller, Unauthenticated),
     ]
-    return [ChainInterceptor([layer for layer in layers if layer is not None])]
+    return ChainInterceptor([layer for layer in layers if layer is not None])
 
 
 def _caller_id() -> str | None:
@@ -130,7 +149,7 @@ async def start_server(
     port: int,
     chain: ServerChain = DEFAULT_CHAIN,
 ) -> RunningServer:
-    server = aio.server(interceptors=server_interceptors(deps.tokens, chain), options=_OPTIONS)
+    server = chained_server(deps.tokens, chain, options=_OPTIONS)
     spec.add_to_server(server, deps)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -35,9 +35,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.runtime.auth import TokenCodec
 from services.runtime.bench.overhead import VARIANTS, serve_until_terminated
-from services.runtime.server import server_interceptors
+from services.runtime.server import chain_interceptor, chained_server
 from services.runtime.server_chain import ServerChain
 
+INTERCEPTED = "full, as aio interceptor"
+"""The full chain in grpc.aio's interceptor pipeline instead of in front of the handlers."""
 _BARE = VARIANTS["error mapping + auth"]
 assert _BARE is not None
 _FULL = ServerChain()
@@ -51,6 +53,7 @@ CHAINS: dict[str, ServerChain | None] = {
     "+ deadlines": replace(_BARE, deadlines=_FULL.deadlines),
     "+ backpressure": replace(_BARE, backpressure=_FULL.backpressure),
     "full chain": _FULL,
+    INTERCEPTED: _FULL,
 }
 _WARMUP_CALLS = 400
 _CONCURRENCY = 8
@@ -76,12 +79,15 @@ def _serve(variant: str, port: int) -> None:
     async def serving() -> AsyncIterator[int]:
         tokens = TokenCodec(secret="bench-" + "x" * 40, ttl=timedelta(minutes=5))
         chain = CHAINS[variant]
-        interceptors: list[aio.ServerInterceptor[Any, Any]] = []
+        server: aio.Server
         if variant == "passthrough":
-            interceptors = [_Passthrough()]
+            server = aio.server(interceptors=[_Passthrough()])
+        elif variant == INTERCEPTED:
+            server = aio.server(interceptors=[chain_interceptor(tokens, _FULL)])
         elif chain is not None:
-            interceptors = server_interceptors(tokens, chain)
-        server = aio.server(interceptors=interceptors)
+            server = chained_server(tokens, chain)
+        else:
+            server = aio.server()
         servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
         server.add_insecure_port(f"127.0.0.1:{port}")

@@ -16,7 +16,7 @@ from grpc import aio
 
 from interceptors.backpressure import PUSHBACK_KEY, BackpressureSettings
 from services.runtime.auth import TokenCodec
-from services.runtime.server import server_interceptors
+from services.runtime.server import chained_server
 from services.runtime.server_chain import ServerChain
 
 CAP = 8
@@ -55,9 +55,7 @@ async def served() -> AsyncIterator[Served]:
     settings = BackpressureSettings(
         max_in_flight=CAP, method_limits={"/test.Load/Costly": 2}, retry_pushback_ms=250
     )
-    server = aio.server(
-        interceptors=server_interceptors(TOKENS, ServerChain(backpressure=settings))
-    )
+    server = chained_server(TOKENS, ServerChain(backpressure=settings))
     server.add_generic_rpc_handlers(
         [
             grpc.method_handlers_generic_handler(

@@ -17,11 +17,12 @@ from grpc import aio
 
 from interceptors import context as rpc
 from interceptors.chain import Abort, Call, ChainInterceptor, Method
+from interceptors.chained_server import ChainedServer
 from interceptors.errors import ErrorMapping
 from services.runtime.auth import Caller, TokenCodec, current_caller
 from services.runtime.errors import STATUS_BY_ERROR, NotFound
 from services.runtime.ids import DEFAULT_TENANT_ID
-from services.runtime.server import server_interceptors
+from services.runtime.server import chained_server
 from services.runtime.server_chain import ServerChain
 
 seen: ContextVar[tuple[str, ...]] = ContextVar("seen", default=())
@@ -77,12 +78,17 @@ async def write_twice(request: bytes, context: aio.ServicerContext[Any, Any]) ->
 Served = tuple[aio.Channel, list[str], list[Recording]]
 
 
-@pytest.fixture
-async def served() -> AsyncIterator[Served]:
+@pytest.fixture(params=["grpc.aio interceptor", "chained server"])
+async def served(request: pytest.FixtureRequest) -> AsyncIterator[Served]:
+    """The same chain installed both ways: as a grpc.aio interceptor, and in front of the
+    handlers (ChainedServer, as the runtime installs it)."""
     log: list[str] = []
     outer, inner = Recording("outer", log), Recording("inner", log)
-    server = aio.server(
-        interceptors=[ChainInterceptor([outer, ErrorMapping(STATUS_BY_ERROR), inner])]
+    chain = ChainInterceptor([outer, ErrorMapping(STATUS_BY_ERROR), inner])
+    server = (
+        aio.server(interceptors=[chain])
+        if request.param == "grpc.aio interceptor"
+        else ChainedServer(chain, aio.server())
     )
     handlers = {
         "Echo": grpc.unary_unary_rpc_method_handler(echo),
@@ -162,7 +168,7 @@ async def test_an_anonymous_call_sees_no_caller_authorization_or_request_id_of_a
     # Values set where the server starts are what its calls' tasks would inherit.
     current_caller.set(caller)
     rpc.authorization.set("Bearer leaked")
-    server = aio.server(interceptors=server_interceptors(tokens, ServerChain()))
+    server = chained_server(tokens, ServerChain())
     server.add_generic_rpc_handlers(
         (
             grpc.method_handlers_generic_handler(

@@ -15,7 +15,7 @@ from grpc import aio
 from interceptors import context as rpc
 from interceptors.deadlines import DeadlineSettings
 from services.runtime.auth import TokenCodec
-from services.runtime.server import server_interceptors
+from services.runtime.server import chained_server
 from services.runtime.server_chain import ServerChain
 
 TOKENS = TokenCodec(secret="deadline-test-" + "x" * 32, ttl=timedelta(minutes=5))
@@ -43,7 +43,7 @@ async def watch(request: bytes, context: aio.ServicerContext[Any, Any]) -> Async
 async def channel() -> AsyncIterator[aio.Channel]:
     ran.clear()
     chain = ServerChain(deadlines=SETTINGS)
-    server = aio.server(interceptors=server_interceptors(TOKENS, chain))
+    server = chained_server(TOKENS, chain)
     handlers = {
         "Remaining": grpc.unary_unary_rpc_method_handler(remaining),
         "Sleep": grpc.unary_unary_rpc_method_handler(sleep),

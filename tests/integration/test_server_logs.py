@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from services.runtime.auth import Caller, TokenCodec
 from services.runtime.ids import DEFAULT_TENANT_ID
 from services.runtime.logs import configure_logging, flush
-from services.runtime.server import server_interceptors
+from services.runtime.server import chained_server
 from services.runtime.server_chain import ServerChain
 
 TOKENS = TokenCodec(secret="logs-test-" + "x" * 32, ttl=timedelta(minutes=5))
@@ -72,8 +72,7 @@ async def served(log_lines: Lines) -> AsyncIterator[Served]:
     spans = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
-    interceptors = server_interceptors(TOKENS, ServerChain(), tracer_provider=provider)
-    server = aio.server(interceptors=interceptors)
+    server = chained_server(TOKENS, ServerChain(), tracer_provider=provider)
     handlers = {
         "Echo": grpc.unary_unary_rpc_method_handler(echo),
         "Crash": grpc.unary_unary_rpc_method_handler(crash),

@@ -21,7 +21,7 @@ from services.runtime.auth import TokenCodec
 from services.runtime.db import open_database
 from services.runtime.errors import ResourceExhausted
 from services.runtime.metrics import MetricsEndpoint, prometheus_endpoint
-from services.runtime.server import server_interceptors
+from services.runtime.server import chained_server
 from services.runtime.server_chain import ServerChain
 
 TOKENS = TokenCodec(secret="metrics-test-" + "x" * 32, ttl=timedelta(minutes=5))
@@ -72,8 +72,7 @@ async def metered_server(endpoint: MetricsEndpoint, service: str) -> AsyncIterat
         deadlines=DeadlineSettings(minimum_seconds=0.2),
         backpressure=BackpressureSettings(max_in_flight=1),
     )
-    interceptors = server_interceptors(TOKENS, chain, meter_provider=endpoint.meter_provider)
-    server = aio.server(interceptors=interceptors)
+    server = chained_server(TOKENS, chain, meter_provider=endpoint.meter_provider)
     handlers = {"Sleep": grpc.unary_unary_rpc_method_handler(sleep)}
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service, handlers)])
     port = server.add_insecure_port("127.0.0.1:0")

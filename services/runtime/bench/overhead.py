@@ -2,7 +2,7 @@
 
 Three servers run side by side, each in its own process (so neither the client's CPU nor
 another server's is charged to it): one with the full chain exactly as `nova up` builds it
-(server_interceptors with default settings, the OpenTelemetry SDK installed with a live
+(chained_server with default settings, the OpenTelemetry SDK installed with a live
 Prometheus endpoint, the JSON access log written to a file), one with only the error
 mapping and auth, one with no interceptors at all. All serve grpc.health.v1.Health/Check,
 which does no work of its own, so the difference is the chain. Each is measured at the
@@ -49,7 +49,7 @@ from services.runtime.bench.rpc import BenchError
 from services.runtime.logs import configure_logging
 from services.runtime.logs import flush as flush_logs
 from services.runtime.metrics import process_telemetry
-from services.runtime.server import freeze_startup_heap, server_interceptors
+from services.runtime.server import chained_server, freeze_startup_heap
 from services.runtime.server_chain import ServerChain
 
 CHANNELS = 4
@@ -140,8 +140,7 @@ def _serve_health(settings: HealthServer, connection: Connection) -> None:
     @asynccontextmanager
     async def serving() -> AsyncIterator[int]:
         tokens = TokenCodec(secret="bench-" + "x" * 40, ttl=timedelta(minutes=5))
-        chain = [] if settings.chain is None else server_interceptors(tokens, settings.chain)
-        server = aio.server(interceptors=chain)
+        server = aio.server() if settings.chain is None else chained_server(tokens, settings.chain)
         servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
         port = server.add_insecure_port("127.0.0.1:0")

@@ -8,7 +8,7 @@ would not do here: on a 2-core machine it is bound by the CPU that the server, P
 and this client share, so "twice its capacity" would measure the scheduler rather than
 the server's admission policy, and its capacity would move with whatever else runs.
 
-Each mode runs the full server chain (server_interceptors, in its own process, as in
+Each mode runs the full server chain (chained_server, in its own process, as in
 `nova bench overhead`) and differs only in the backpressure layer: off, a fixed limit, and
 the adaptive limit. Per mode: an unloaded run at a quarter of capacity, then the overload
 at `--load` times capacity, both open loop (latency counts from each call's due time, so
@@ -44,7 +44,7 @@ from services.runtime.bench.rpc import BenchError
 from services.runtime.config import Config, ConfigError
 from services.runtime.db import open_database
 from services.runtime.embedded_postgres import embedded_postgres
-from services.runtime.server import server_interceptors
+from services.runtime.server import chained_server
 from services.runtime.server_chain import ServerChain
 
 WORK = "/nova.bench.Overload/Work"
@@ -76,7 +76,7 @@ def _serve_work(settings: WorkServer, connection: Connection) -> None:
                 return b""
 
             tokens = TokenCodec(secret="bench-" + "x" * 40, ttl=timedelta(minutes=5))
-            server = aio.server(interceptors=server_interceptors(tokens, settings.chain))
+            server = chained_server(tokens, settings.chain)
             service, _, method = WORK.lstrip("/").partition("/")
             handlers = {method: grpc.unary_unary_rpc_method_handler(work)}
             server.add_generic_rpc_handlers(
