@@ -100,18 +100,20 @@ class Call:
         "trace_ids",
     )
 
+    finished: float
+    """time.perf_counter() when the servicer or a refusing layer ended it; set, like
+    `seconds` and `status`, before the first scope ends."""
+    seconds: float
+    """finished - started."""
+    status: grpc.StatusCode
+    """The code the call ends with (see final_code), as the scope being ended sees it: an
+    Abort raised by an inner scope's end changes it for the outer ones."""
+
     def __init__(self, method: Method, context: Context) -> None:
         self.method = method
         self.context = context
         self.started = perf_counter()
         """time.perf_counter() when the call began, before the first layer's begin."""
-        self.finished = self.started
-        """time.perf_counter() when the servicer or a refusing layer ended it."""
-        self.seconds = 0.0
-        """finished - started."""
-        self.status = _OK
-        """The code the call ends with (see final_code), as the scope being ended sees it:
-        an Abort raised by an inner scope's end changes it for the outer ones."""
         self.span: Span | None = None
         """The call's OpenTelemetry span, when the telemetry layer started one."""
         self.trace_ids: tuple[str, str] | None = None

@@ -49,7 +49,7 @@ class _Mapped:
         self._path = path
 
     def end(self, call: Call, error: BaseException | None) -> None:
-        if not isinstance(error, Exception) or isinstance(error, aio.AbortError):
+        if error is None or not isinstance(error, Exception) or isinstance(error, aio.AbortError):
             return
         code = self._mapping.status_for(error)
         if code is None:

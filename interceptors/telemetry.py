@@ -20,9 +20,11 @@ from opentelemetry import propagate, trace
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.trace import Span
 
 from interceptors.chain import Call, Method
 from interceptors.duration_histogram import DurationHistogram, Series
+from interceptors.ids_only_tracer import IdsOnlySpan, IdsOnlyTracer, ids_only_span
 
 _DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 """Seconds; the SDK's default buckets are made for milliseconds."""
@@ -42,7 +44,9 @@ _SERVER_FAULTS = frozenset(
 _OK = grpc.StatusCode.OK
 _SERVER = trace.SpanKind.SERVER
 """A module constant: an enum member looked up on its class runs Python code."""
-_UNSAMPLED = trace.NonRecordingSpan
+_UNSAMPLED = (trace.NonRecordingSpan, IdsOnlySpan)
+"""Span types that record nothing: `in` on a tuple of types compares identities, cheaper
+than calling the span's is_recording."""
 
 
 _IN_FLIGHT: dict[str, int] = {}
@@ -141,6 +145,7 @@ class _Method:
         "attach",
         "attributes",
         "by_code",
+        "ids_only",
         "in_flight",
         "layer",
         "name",
@@ -154,6 +159,9 @@ class _Method:
     def __init__(self, layer: Telemetry, name: str) -> None:
         self.layer = layer
         self.tracer = layer.tracer
+        self.ids_only = type(layer.tracer) is IdsOnlyTracer
+        """Spans from the ids-only tracer are made without going through its start_span,
+        whose arguments it ignores, and give their ids as text at once."""
         self.attach = layer.attach
         self.name = name
         self.attributes = {"rpc.system.name": "grpc", "rpc.method": name}
@@ -174,15 +182,22 @@ class _Method:
         if textmap is not layer.textmap:
             layer.learn(textmap)
         parent = _NO_PARENT if layer.fields.isdisjoint(metadata) else textmap.extract(metadata)
-        span = self.tracer.start_span(self.name, parent, kind=_SERVER, attributes=self.attributes)
+        span: Span
+        if self.ids_only:
+            span = ids_only_span(parent)
+            call.trace_ids = span.hex_ids()
+        else:
+            span = self.tracer.start_span(
+                self.name, parent, kind=_SERVER, attributes=self.attributes
+            )
+            # SpanContext is a tuple (trace_id, span_id, is_remote, flags, state,
+            # is_valid), so declared by the API; indexing it saves three property calls.
+            ids = span.get_span_context()
+            if ids[5]:
+                call.trace_ids = (ids[0].to_bytes(16).hex(), ids[1].to_bytes(8).hex())
         # trace.set_span_in_context(span, parent), in one step.
         self.attach(otel_context.Context({**parent, _SPAN_KEY: span}))
         call.span = span
-        # SpanContext is a tuple (trace_id, span_id, is_remote, flags, state, is_valid), so
-        # declared by the API; indexing it saves three property calls per call.
-        ids = span.get_span_context()
-        if ids[5]:
-            call.trace_ids = (ids[0].to_bytes(16).hex(), ids[1].to_bytes(8).hex())
         self.in_flight[self.name] += 1
         return self
 
@@ -196,7 +211,7 @@ class _Method:
         span = call.span
         # Unsampled spans (the process records none yet) take no attributes and no end;
         # the type check first saves the call of the usual one's is_recording.
-        if span is not None and type(span) is not _UNSAMPLED and span.is_recording():
+        if span is not None and type(span) not in _UNSAMPLED and span.is_recording():
             span.set_attribute("rpc.response.status_code", code.name)
             if code in _SERVER_FAULTS:
                 span.set_attribute("error.type", code.name)

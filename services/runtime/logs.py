@@ -37,6 +37,7 @@ _buffer: LineBuffer | None = None
 _threshold = logging.INFO
 _OPTIONS = orjson.OPT_UTC_Z
 """Times as 2026-11-28T12:00:00.123456Z."""
+_LINE_OPTIONS = _OPTIONS | orjson.OPT_APPEND_NEWLINE
 
 
 def configure_logging(level: str = "INFO", stream: BinaryIO | None = None) -> logging.Handler:
@@ -193,7 +194,7 @@ def write_event(level: int, event: dict[str, Any]) -> None:
     request_id = rpc.request_id.get()
     if request_id is not None:
         event.setdefault("request_id", request_id)
-    data = orjson.dumps(event, option=_OPTIONS | orjson.OPT_APPEND_NEWLINE, default=repr)
+    data = orjson.dumps(event, repr, _LINE_OPTIONS)  # positional: no keywords to parse
     if _buffer is not None:
         _buffer.write(data)
     else:  # logging not configured (a library use, a test): stderr, as structlog would

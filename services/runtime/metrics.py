@@ -26,8 +26,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, start_http_server
 
+from interceptors.ids_only_tracer import IdsOnlyTracerProvider
 from interceptors.telemetry import CALL_DURATION
-from services.runtime.tracing import IdsOnlyTracerProvider
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from services.runtime.tracing import IdsOnlyTracerProvider
+from interceptors.ids_only_tracer import IdsOnlyTracerProvider, ids_only_span
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACER = IdsOnlyTracerProvider().get_tracer("test")
@@ -67,3 +67,19 @@ def test_span_contexts_equal_what_the_apis_constructor_builds() -> None:
         assert built == checked
         assert (built.is_valid, built.is_remote, built.trace_flags) == (True, False, 0)
     assert TRACER.start_span("child", parent).get_span_context().trace_state == {"vendor": "value"}
+
+
+def test_hex_ids_are_the_span_contexts_ids_as_w3c_writes_them() -> None:
+    parent = TraceContextTextMapPropagator().extract(
+        {"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"}
+    )
+    for context in (None, otel_context.Context(), parent):
+        span = ids_only_span(context)
+        ids = span.get_span_context()
+        assert span.hex_ids() == (
+            trace.format_trace_id(ids.trace_id),
+            trace.format_span_id(ids.span_id),
+        )
+        assert span.get_span_context() is ids
+    assert ids_only_span(parent).hex_ids()[0] == TRACE_ID
+    assert repr(span) == f"IdsOnlySpan({span.get_span_context()!r})"
