@@ -1,10 +1,12 @@
 """Gives every RPC a request id and keeps its authorization header, for all that follows.
 
-Outermost in the chain, so every later layer, every log line, the servicer and any call it
+Early in the chain, so every later layer, every log line, the servicer and any call it
 makes downstream (the client side reads interceptors.context) see the same values. The
 caller's `x-request-id` is kept when it is a short printable token, so one request's lines
-join up across services; anything else (absent, too long, control characters that could
-forge log lines) is replaced by a fresh id rather than trusted.
+join up across services; anything else (too long, control characters that could forge log
+lines) is replaced rather than trusted. A call without a usable one takes the trace id of
+its span when the telemetry layer, before this one, started one (Call.trace_ids): the
+request is then found by either id, and the id costs nothing to make; else a fresh id.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ _MAX_REQUEST_ID_LENGTH = 128
 
 
 def request_id_of(call: Call) -> str:
-    """The caller's request id when it is usable, else a fresh one."""
+    """The caller's request id when it is usable, else the call's trace id, else a fresh
+    one."""
     sent = call.metadata.get(REQUEST_ID_KEY)
     if (
         isinstance(sent, str)
@@ -30,6 +33,8 @@ def request_id_of(call: Call) -> str:
         and sent.isprintable()
     ):
         return sent
+    if call.trace_ids is not None:
+        return call.trace_ids[0]
     # Not uuid4: a request id needs to be unique, not secret, and urandom is a system call.
     return getrandbits(128).to_bytes(16).hex()
 

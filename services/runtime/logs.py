@@ -40,8 +40,12 @@ _OPTIONS = orjson.OPT_UTC_Z
 _LINE_OPTIONS = _OPTIONS | orjson.OPT_APPEND_NEWLINE
 
 
-def configure_logging(level: str = "INFO", stream: BinaryIO | None = None) -> logging.Handler:
+def configure_logging(
+    level: str = "INFO", stream: BinaryIO | None = None, flush_seconds: float | None = None
+) -> logging.Handler:
     """Sends every log line to `stream` (stderr) as JSON; returns the root handler it added.
+    Lines written on an event loop wait up to `flush_seconds` (FLUSH_SECONDS) to be
+    written together (LineBuffer).
 
     Calling it again replaces the earlier setup (only the handler it added, so handlers of
     others, such as pytest's, stay). Loggers already used keep the setup they first wrote
@@ -51,7 +55,10 @@ def configure_logging(level: str = "INFO", stream: BinaryIO | None = None) -> lo
     if _buffer is not None:
         _buffer.flush()
         atexit.unregister(_buffer.flush)
-    _buffer = LineBuffer(sys.stderr.buffer if stream is None else stream)
+    _buffer = LineBuffer(
+        sys.stderr.buffer if stream is None else stream,
+        FLUSH_SECONDS if flush_seconds is None else flush_seconds,
+    )
     threshold = logging.getLevelNamesMapping()[level.upper()]
     _threshold = threshold
     shared: list[Processor] = [

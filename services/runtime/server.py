@@ -75,9 +75,10 @@ def chain_interceptor(
     the process's unless given). One, not one per layer: grpc.aio awaits each interceptor
     and rebuilds the handler on every call (see interceptors.chain).
 
-    1. Request context: the request id and authorization header, for all that follows.
-    2. Telemetry: its span is current for every later layer, so their log lines carry its
+    1. Telemetry: its span is current for every later layer, so their log lines carry its
        trace id, and its duration covers refused calls too.
+    2. Request context: the request id and authorization header, for all that follows; a
+       call sent without a request id takes its trace id as one.
     3. Access log: inside the span and the request context, so its line has their ids; it
        sees every call, refused ones included.
     4. Deadlines, before backpressure: a call refused for its deadline takes no slot and
@@ -96,10 +97,10 @@ def chain_interceptor(
     )
     rejected = rpc_metrics.rejected if rpc_metrics else _not_counted
     layers: list[Layer | None] = [
-        RequestContext() if chain.request_context else None,
         Telemetry(trace.get_tracer("nova.server", tracer_provider=tracer_provider), rpc_metrics)
         if rpc_metrics
         else None,
+        RequestContext() if chain.request_context else None,
         AccessLog(_caller_id, write_event) if chain.access_log else None,
         Deadlines(chain.deadlines, rejected) if chain.deadlines else None,
         Backpressure(chain.backpressure, rejected) if chain.backpressure else None,

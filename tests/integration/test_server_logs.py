@@ -131,6 +131,20 @@ async def test_every_rpc_writes_one_json_line_carrying_the_ids_of_its_span(
     }
 
 
+async def test_a_call_sent_without_a_request_id_takes_its_trace_id_as_one(
+    served: Served, log_lines: Lines
+) -> None:
+    echo_call = served.channel.unary_unary("/test.Obs/Echo", None, None)
+    await echo_call(PAYLOAD)
+    await echo_call(PAYLOAD)
+    await echo_call(PAYLOAD, metadata=(("traceparent", f"00-{TRACE_ID}-{PARENT_SPAN_ID}-01"),))
+    await echo_call(PAYLOAD, metadata=(("x-request-id", "x" * 129),))  # too long to keep
+    lines = log_lines()
+    assert [line["request_id"] for line in lines] == [line["trace_id"] for line in lines]
+    assert lines[0]["request_id"] != lines[1]["request_id"]
+    assert lines[2]["request_id"] == TRACE_ID
+
+
 async def test_a_bug_gives_one_error_line_with_its_stack_and_the_client_a_request_id_only(
     served: Served, log_lines: Lines
 ) -> None:

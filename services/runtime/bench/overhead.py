@@ -104,12 +104,15 @@ async def server_process(
 
 
 def serve_until_terminated(
-    ready: Callable[[int], None], serving: Callable[[], AbstractAsyncContextManager[int]]
+    ready: Callable[[int], None],
+    serving: Callable[[], AbstractAsyncContextManager[int]],
+    log_flush_seconds: float | None = None,
 ) -> None:
     """The body of a bench server process: `serving` starts a server and yields its port
     (`ready` tells the parent, e.g. Connection.send) until SIGTERM. The process writes
     its JSON log lines to a file, as `nova up` would to stderr (an unnamed one, gone with
-    the process), and has the OpenTelemetry SDK and a scrape endpoint installed."""
+    the process), written together every `log_flush_seconds` (logs.FLUSH_SECONDS), and has
+    the OpenTelemetry SDK and a scrape endpoint installed."""
 
     async def main() -> None:
         stopped = asyncio.Event()
@@ -118,7 +121,7 @@ def serve_until_terminated(
             tempfile.TemporaryFile("wb") as log,
             process_telemetry("nova-bench", metrics_host="127.0.0.1", metrics_port=0),
         ):
-            configure_logging("INFO", log)
+            configure_logging("INFO", log, log_flush_seconds)
             try:
                 async with serving() as port:
                     freeze_startup_heap()  # as start_server does
