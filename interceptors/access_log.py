@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 
@@ -30,34 +31,45 @@ _WARNINGS = frozenset(
 )
 _OK = grpc.StatusCode.OK
 _INFO, _WARNING = logging.INFO, logging.WARNING
+T = TypeVar("T")
 
 WriteEvent = Callable[[int, dict[str, Any]], None]
 """Writes one log line: (logging level, the event's fields)."""
 
 
-class AccessLog:
+class AccessLog(Generic[T]):
     """The layer: times each call and writes its line when it ends."""
 
-    def __init__(self, caller_id: Callable[[], str | None], write: WriteEvent) -> None:
-        """caller_id tells who is calling, when the line is written; None for anonymous."""
+    def __init__(
+        self, caller: ContextVar[T | None], caller_id: Callable[[T], str], write: WriteEvent
+    ) -> None:
+        """`caller` holds who is calling when the line is written (None: anonymous), and
+        caller_id tells their id."""
+        self._caller = caller
         self._caller_id = caller_id
         self._write = write
 
     def for_method(self, method: Method) -> Every:
         service, _, name = method.name.rpartition("/")
-        return Every(_MethodLog(service, name, self._caller_id, self._write))
+        return Every(_MethodLog(service, name, self._caller, self._caller_id, self._write))
 
 
-class _MethodLog:
+class _MethodLog(Generic[T]):
     """The layer's scope for every call of one method: the call carries all that differs."""
 
-    __slots__ = ("caller_id", "method", "service", "write")
+    __slots__ = ("caller", "caller_id", "method", "service", "write")
 
     def __init__(
-        self, service: str, method: str, caller_id: Callable[[], str | None], write: WriteEvent
+        self,
+        service: str,
+        method: str,
+        caller: ContextVar[T | None],
+        caller_id: Callable[[T], str],
+        write: WriteEvent,
     ) -> None:
         self.service = service
         self.method = method
+        self.caller = caller
         self.caller_id = caller_id
         self.write = write
 
@@ -65,6 +77,7 @@ class _MethodLog:
         code = call.status
         # `is` first: most calls end OK, and hashing an enum runs Python code.
         level = _INFO if code is _OK or code not in _WARNINGS else _WARNING
+        caller = self.caller.get()
         event = {
             "event": "rpc",
             "logger": "nova.access",
@@ -75,7 +88,7 @@ class _MethodLog:
             # Truncated to the microsecond: round(x, 3) goes through decimal strings and
             # cost as much as the rest of this dict.
             "duration_ms": int(call.seconds * 1_000_000) / 1000,
-            "caller_id": self.caller_id(),
+            "caller_id": None if caller is None else self.caller_id(caller),
         }
         if call.trace_ids is not None:
             event["trace_id"], event["span_id"] = call.trace_ids

@@ -95,12 +95,15 @@ class _Admitted:
     one; the scope of every admitted call of it, which gives their slots back with their
     outcome and duration (the call carries all that differs)."""
 
-    __slots__ = ("_layer", "_own", "_server")
+    __slots__ = ("_layer", "_measured", "_own", "_server")
 
     def __init__(self, layer: Backpressure, own: Limiter | None) -> None:
         self._layer = layer
         self._server = layer.limiter
         self._own = own
+        self._measured = isinstance(self._server, AdaptiveLimiter)
+        """Whether a call's outcome is worth finding: only the adaptive limit learns from it
+        (a method's own limit is a fixed one)."""
 
     def admit(self, call: Call) -> _Admitted:
         server, own = self._server, self._own
@@ -114,7 +117,7 @@ class _Admitted:
         return self
 
     def end(self, call: Call, error: BaseException | None) -> None:
-        outcome = outcome_of(call.status)
+        outcome = outcome_of(call.status) if self._measured else _IGNORED
         self._server.release(call.started, call.finished, outcome)
         if self._own is not None:
             self._own.release(call.started, call.finished, outcome)

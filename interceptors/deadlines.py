@@ -24,6 +24,9 @@ import grpc
 from interceptors import context as rpc
 from interceptors.chain import Abort, Call, Method, Scope
 
+_monotonic = time.monotonic
+"""A module constant: a module attribute is looked up on every use."""
+
 Rejected = Callable[[str, str], None]
 """Told (reason, method) of each call refused before any work, e.g. to count it."""
 
@@ -65,7 +68,7 @@ class Deadlines:
                 f"needs at least {settings.minimum_seconds * 1000:g} ms to answer",
             )
         # Only carried: grpc cancels a call past its caller's deadline.
-        rpc.deadline.set(time.monotonic() + remaining)
+        rpc.deadline.set(_monotonic() + remaining)
         return None
 
 

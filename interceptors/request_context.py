@@ -47,7 +47,12 @@ class RequestContext:
 
 
 def _begin(call: Call) -> None:
-    rpc.request_id.set(request_id_of(call))
+    # request_id_of, without its call for the usual calls: none sent, a trace id to use.
+    ids = call.trace_ids
+    if ids is not None and REQUEST_ID_KEY not in call.metadata:
+        rpc.request_id.set(ids[0])
+    else:
+        rpc.request_id.set(request_id_of(call))
     authorization = call.metadata.get("authorization")
     if not isinstance(authorization, str):
         authorization = None

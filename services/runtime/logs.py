@@ -199,8 +199,8 @@ def write_event(level: int, event: dict[str, Any]) -> None:
             event["trace_id"] = span.trace_id.to_bytes(16).hex()
             event["span_id"] = span.span_id.to_bytes(8).hex()
     request_id = rpc.request_id.get()
-    if request_id is not None:
-        event.setdefault("request_id", request_id)
+    if request_id is not None and "request_id" not in event:
+        event["request_id"] = request_id
     data = orjson.dumps(event, repr, _LINE_OPTIONS)  # positional: no keywords to parse
     if _buffer is not None:
         _buffer.write(data)

@@ -26,7 +26,7 @@ from interceptors.deadlines import Deadlines
 from interceptors.errors import ErrorMapping
 from interceptors.request_context import RequestContext
 from interceptors.telemetry import RpcMetrics, Telemetry
-from services.runtime.auth import TokenCodec, current_caller
+from services.runtime.auth import Caller, TokenCodec, current_caller
 from services.runtime.errors import STATUS_BY_ERROR, Unauthenticated
 from services.runtime.logs import write_event
 from services.runtime.server_chain import DEFAULT_CHAIN, ServerChain
@@ -101,7 +101,7 @@ def chain_interceptor(
         if rpc_metrics
         else None,
         RequestContext() if chain.request_context else None,
-        AccessLog(_caller_id, write_event) if chain.access_log else None,
+        AccessLog(current_caller, _caller_id, write_event) if chain.access_log else None,
         Deadlines(chain.deadlines, rejected) if chain.deadlines else None,
         Backpressure(chain.backpressure, rejected) if chain.backpressure else None,
         ErrorMapping(STATUS_BY_ERROR),
@@ -110,9 +110,8 @@ def chain_interceptor(
     return ChainInterceptor([layer for layer in layers if layer is not None])
 
 
-def _caller_id() -> str | None:
-    caller = current_caller.get()
-    return None if caller is None else str(caller.user_id)
+def _caller_id(caller: Caller) -> str:
+    return str(caller.user_id)
 
 
 def _not_counted(reason: str, method: str) -> None:
