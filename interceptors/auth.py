@@ -39,6 +39,10 @@ class Auth(Generic[T]):
 
     def begin(self, call: Call) -> None:
         header = call.metadata.get("authorization")
+        if header is None:  # anonymous: the caller is None, as it is where the server started
+            if self._caller.get() is not None:
+                self._caller.set(None)
+            return
         caller: T | None = None
         if isinstance(header, str):
             scheme, _, token = header.strip().partition(" ")

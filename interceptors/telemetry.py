@@ -196,7 +196,8 @@ class _Method:
             if ids[5]:
                 call.trace_ids = (ids[0].to_bytes(16).hex(), ids[1].to_bytes(8).hex())
         # trace.set_span_in_context(span, parent), in one step.
-        self.attach(otel_context.Context({**parent, _SPAN_KEY: span}))
+        values = {_SPAN_KEY: span} if parent is _NO_PARENT else {**parent, _SPAN_KEY: span}
+        self.attach(otel_context.Context(values))
         call.span = span
         self.in_flight[self.name] += 1
         return self

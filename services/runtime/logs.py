@@ -97,6 +97,7 @@ def configure_logging(
     return handler
 
 
+_running_loop = asyncio.get_running_loop
 FLUSH_SECONDS = 0.01
 """How long a line written on an event loop may wait to be written with the others."""
 
@@ -134,7 +135,7 @@ class LineBuffer:
         # _write_pending takes only the lines it counted, so one appended meanwhile stays.
         self._pending.append(data)
         try:
-            loop = asyncio.get_running_loop()
+            loop = _running_loop()
         except RuntimeError:
             self.flush()
             return
