@@ -9,7 +9,7 @@ prometheus_client histogram for speed (interceptors.telemetry): the endpoint's r
 collects it beside what the SDK exports.
 
 No span exporter is configured yet, so the process records no spans: its tracer provider
-(services.runtime.tracing) gives every span real trace and span ids, which log lines carry
+(interceptors.ids_only_tracer) gives every span real trace and span ids, which log lines carry
 and the client side passes downstream, and nothing else. Exporting traces means installing
 the SDK's TracerProvider here, with a span processor and a sampler.
 """
