@@ -4,7 +4,7 @@ the servicers' handlers instead of in grpc.aio's interceptor pipeline.
 grpc.aio runs its interceptors as a pipeline of coroutines on every call (one for each
 interceptor and one for the end of the pipeline, each awaited through a functools.partial),
 and a server with any interceptor at all takes a slower path to its handler than one
-without: on the cheapest RPC the same chain cost ~23k more CPU instructions per call that
+without: on the cheapest RPC the same chain cost 21-23k more CPU instructions per call that
 way (tests/bench/overhead_instructions.py), a quarter of all it costs. Here the server has
 no interceptor. The servicers' handlers are kept by this wrapper instead of being given to
 the server, and the server gets one generic handler, which finds the servicer's handler
@@ -40,7 +40,6 @@ class ChainedServer(aio.Server):
     """
 
     def __init__(self, chain: ChainInterceptor, server: aio.Server) -> None:
-        self._chain = chain
         self._server = server
         self._registered: dict[str, Handler] = {}
         """By path ("/package.Service/Method"), as add_registered_method_handlers gave them."""

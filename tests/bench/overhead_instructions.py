@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc import aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.runtime.auth import TokenCodec
-from services.runtime.bench.overhead import VARIANTS, serve_until_terminated
+from services.runtime.bench.overhead import VARIANTS, serve_until_terminated, serving_health
 from services.runtime.logs import FLUSH_SECONDS
 from services.runtime.server import chain_interceptor, chained_server
 from services.runtime.server_chain import ServerChain
@@ -96,15 +96,8 @@ def _serve(variant: str, port: int, log_flush_seconds: float) -> None:
             server = chained_server(tokens, chain)
         else:
             server = aio.server()
-        servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
-        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-        try:
+        async with serving_health(server, f"127.0.0.1:{port}"):
             yield port
-        finally:
-            await server.stop(0)
 
     serve_until_terminated(lambda _: print("ready", flush=True), serving, log_flush_seconds)
 

@@ -144,17 +144,25 @@ def _serve_health(settings: HealthServer, connection: Connection) -> None:
     async def serving() -> AsyncIterator[int]:
         tokens = TokenCodec(secret="bench-" + "x" * 40, ttl=timedelta(minutes=5))
         server = aio.server() if settings.chain is None else chained_server(tokens, settings.chain)
-        servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
-        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-        try:
+        async with serving_health(server) as port:
             yield port
-        finally:
-            await server.stop(0)
 
     serve_until_terminated(connection.send, serving)
+
+
+@asynccontextmanager
+async def serving_health(server: aio.Server, address: str = "127.0.0.1:0") -> AsyncIterator[int]:
+    """`server` answering grpc.health.v1.Health/Check with SERVING at `address`, until the
+    block ends; yields the port."""
+    servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port(address)
+    await server.start()
+    await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    try:
+        yield port
+    finally:
+        await server.stop(0)
 
 
 @asynccontextmanager
