@@ -9,12 +9,14 @@ and an exception that no layer mapped reaches the client as UNKNOWN.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING
 
 import grpc
-from grpc import aio
 
 from interceptors import context as rpc
+
+if TYPE_CHECKING:
+    from interceptors.chain import Context
 
 # Module constants: an enum member looked up on its class runs Python code (~1k
 # instructions), and this runs on every call.
@@ -22,9 +24,7 @@ _OK, _UNKNOWN = grpc.StatusCode.OK, grpc.StatusCode.UNKNOWN
 _DEADLINE_EXCEEDED, _CANCELLED = grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED
 
 
-def final_code(
-    context: aio.ServicerContext[Any, Any], error: BaseException | None
-) -> grpc.StatusCode:
+def final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:
     if isinstance(error, asyncio.CancelledError):
         remaining = context.time_remaining()
         if remaining is None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal, NoReturn
 
 import grpc
+from mypy_extensions import mypyc_attr
 
 from interceptors.chain import Abort, Call, Method
 from interceptors.limiters import AdaptiveLimiter, AdaptiveSettings, FixedLimiter, Limiter, Outcome
@@ -32,6 +33,7 @@ _OK = grpc.StatusCode.OK
 _SUCCESS, _DROPPED_OUTCOME, _IGNORED = Outcome.SUCCESS, Outcome.DROPPED, Outcome.IGNORED
 
 
+@mypyc_attr(native_class=False)  # settings are pickled; see interceptors.compiled
 @dataclass(frozen=True)
 class BackpressureSettings:
     limiter: Literal["fixed", "adaptive"] = "fixed"

@@ -1,12 +1,14 @@
-"""The server's one grpc.aio interceptor, running the layers of the chain around each call.
+"""The server's chain: the layers around each call, in one coroutine around the servicer.
 
 grpc.aio awaits every interceptor's `intercept_service` on every call, and an interceptor
 that wraps the method handler there builds a new handler per call and puts one more
 coroutine level around the servicer: seven of them took ~40% of the throughput of a call
 that does no work (`nova bench overhead`). So each concern is a *layer* instead, a plain
 object in a module of its own, asked once per method what it does on a call of that method
-(`Layer.for_method`). The chain wraps each method's handler once, keeps it, and on every call
-runs the layers' synchronous hooks in one coroutine around the servicer:
+(`Layer.for_method`). The Chain wraps each method's handler once, keeps it, and on every
+call runs the layers' synchronous hooks in one coroutine around the servicer. A
+ChainedServer puts it in front of the servicers' handlers; interceptors.chain_interceptor
+installs it as a grpc.aio interceptor instead.
 
 - `begin(call)`, outermost layer first, in the RPC's own task before the servicer runs, so
   context variables it sets are seen by the layers inside it and by the servicer; they
@@ -23,33 +25,34 @@ A layer with nothing to do when a call begins, and one scope for every call of a
 (the error mapping, the access log), says so with `Every(scope)`: the chain then calls no
 begin for it.
 
-Streaming behaviors that are async generators are wrapped as generators, others (which
-write with `context.write`) like unary ones.
+A streaming behavior that is an async generator is run by a coroutine that writes what it
+yields with `context.write`, which grpc.aio serves the same way; others (which write with
+`context.write` themselves) are wrapped like unary ones.
+
+The modules of the chain and its layers are compiled with mypyc where a C compiler is at
+hand (interceptors.compiled), so they keep to what mypyc compiles: no async generators,
+no classes derived from grpc's, no names defined only when not TYPE_CHECKING.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from contextlib import aclosing
 from contextvars import ContextVar
 from dataclasses import dataclass
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import grpc
-from grpc import aio
 
 from interceptors._status import final_code
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
-    # grpc-stubs makes these generic; grpcio's runtime classes are not subscriptable.
-    ServerInterceptor = aio.ServerInterceptor[Any, Any]
-    Context = aio.ServicerContext[Any, Any]
+    # grpc-stubs makes it generic; grpcio's runtime class is not subscriptable.
     Handler = grpc.RpcMethodHandler[Any, Any]
-else:
-    ServerInterceptor = aio.ServerInterceptor
 Behavior = Callable[..., Any]
 
 _received: ContextVar[tuple[tuple[str, str | bytes], ...]] = ContextVar("nova_received")
@@ -61,6 +64,30 @@ _OK = grpc.StatusCode.OK
 
 _MAX_METHODS = 10_000
 """Wrapped handlers kept at most: a generic handler may serve any path a client sends."""
+
+
+class Context(Protocol):
+    """What the layers use of grpc.aio's ServicerContext, typed as it behaves.
+
+    grpc-stubs declares `time_remaining() -> float` and `code() -> StatusCode`, but they
+    return None for a call without a deadline and one whose code is not set yet; compiled
+    by mypyc, code typed by the stubs would check for a float and fail.
+    """
+
+    def time_remaining(self) -> float | None: ...
+
+    def code(self) -> grpc.StatusCode | None: ...
+
+    def peer(self) -> str: ...
+
+    async def abort(
+        self,
+        code: grpc.StatusCode,
+        details: str = "",
+        trailing_metadata: Sequence[tuple[str, str | bytes]] = (),
+    ) -> NoReturn: ...
+
+    async def write(self, message: Any) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,27 +197,20 @@ class Layer(Protocol):
         """What this layer does when a call of `method` begins (asked once per method)."""
 
 
-class ChainInterceptor(ServerInterceptor):
-    """Runs `layers`, outermost first, around every call the server serves."""
+class Chain:
+    """Runs `layers`, outermost first, around every call of the handlers it wraps."""
 
     def __init__(self, layers: Sequence[Layer]) -> None:
         self._layers = tuple(layers)
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
         """By path: the handler grpc found and its wrapped twin."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        return self.handler_for(details, await continuation(details))  # type: ignore[return-value]
-
     def handler_for(
         self, details: grpc.HandlerCallDetails, handler: Handler | None
     ) -> Handler | None:
         """The handler that runs the layers around `handler`, the one grpc found for the
-        call `details` describes (None: no such method). Called in the call's own task:
-        intercept_service, or a ChainedServer's generic handler."""
+        call `details` describes (None: no such method). Called in the call's own task, as
+        grpc.aio asks for it: by a ChainedServer's generic handler, or a ChainInterceptor."""
         if handler is None:
             return None
         _received.set(details.invocation_metadata)
@@ -239,8 +259,8 @@ class _Run:
 
     def wrap(self, behavior: Behavior) -> Behavior:
         if inspect.isasyncgenfunction(behavior):
-            return self._wrap_generator(behavior)
-        if not inspect.iscoroutinefunction(behavior):
+            behavior = _written(behavior)
+        elif not inspect.iscoroutinefunction(behavior):
             behavior = _awaitable(behavior)
         method, steps = self._method, self._steps
 
@@ -262,27 +282,6 @@ class _Run:
             return result
 
         return run
-
-    def _wrap_generator(self, behavior: Behavior) -> Behavior:
-        method, steps = self._method, self._steps
-
-        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            call = Call(method, context)
-            scopes: list[Scope] = []
-            error: BaseException | None = None
-            try:
-                _begin_all(steps, call, scopes)
-                async for response in behavior(request, context):
-                    yield response
-            except BaseException as raised:
-                error = raised
-            error = _finish(call, scopes, error)
-            while isinstance(error, Abort):
-                error = _end(call, scopes, await _answer(context, error))
-            if error is not None:
-                raise error
-
-        return stream
 
 
 def _begin_all(steps: tuple[_Step, ...], call: Call, scopes: list[Scope]) -> None:
@@ -330,6 +329,17 @@ async def _answer(context: Context, abort: Abort) -> BaseException:
         await context.abort(abort.code, abort.details, abort.trailing_metadata)
     except BaseException as answered:
         return answered
+
+
+def _written(behavior: Behavior) -> Behavior:
+    """An async generator behavior as a coroutine that writes what it yields."""
+
+    async def write(request: Any, context: Context) -> None:
+        async with aclosing(behavior(request, context)) as responses:
+            async for response in responses:
+                await context.write(response)
+
+    return write
 
 
 def _awaitable(behavior: Behavior) -> Behavior:

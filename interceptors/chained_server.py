@@ -1,4 +1,4 @@
-"""A grpc.aio server whose every method runs behind a ChainInterceptor, installed in front of
+"""A grpc.aio server whose every method runs behind a Chain, installed in front of
 the servicers' handlers instead of in grpc.aio's interceptor pipeline.
 
 grpc.aio runs its interceptors as a pipeline of coroutines on every call (one for each
@@ -9,7 +9,7 @@ way (tests/bench/overhead_instructions.py), a quarter of all it costs. Here the 
 no interceptor. The servicers' handlers are kept by this wrapper instead of being given to
 the server, and the server gets one generic handler, which finds the servicer's handler
 as grpc would (registered methods first, then the generic handlers in the order they were
-added) and returns the chain's handler for it (ChainInterceptor.handler_for). grpc.aio asks
+added) and returns the chain's handler for it (Chain.handler_for). grpc.aio asks
 a generic handler for a call's handler in the call's own task, exactly where it runs
 interceptors, so the layers see the same call in the same context either way.
 """
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc import aio
 
-from interceptors.chain import ChainInterceptor
+from interceptors.chain import Chain
 
 if TYPE_CHECKING:
     # grpc-stubs makes these generic; grpcio's runtime classes are not subscriptable.
@@ -39,7 +39,7 @@ class ChainedServer(aio.Server):
     directly would bypass the chain, so add servicers here only.
     """
 
-    def __init__(self, chain: ChainInterceptor, server: aio.Server) -> None:
+    def __init__(self, chain: Chain, server: aio.Server) -> None:
         self._server = server
         self._registered: dict[str, Handler] = {}
         """By path ("/package.Service/Method"), as add_registered_method_handlers gave them."""
@@ -78,7 +78,7 @@ class _Front(GenericHandler):
 
     def __init__(
         self,
-        chain: ChainInterceptor,
+        chain: Chain,
         registered: Mapping[str, Handler],
         generic: list[GenericHandler],
     ) -> None:

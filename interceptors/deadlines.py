@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
+from mypy_extensions import mypyc_attr
 
 from interceptors import context as rpc
 from interceptors.chain import Abort, Call, Method, Scope
@@ -31,6 +32,7 @@ Rejected = Callable[[str, str], None]
 """Told (reason, method) of each call refused before any work, e.g. to count it."""
 
 
+@mypyc_attr(native_class=False)  # settings are pickled; see interceptors.compiled
 @dataclass(frozen=True)
 class DeadlineSettings:
     default_seconds: float = 10.0

@@ -85,11 +85,11 @@ def ids_only_span(context: otel_context.Context | None = None) -> IdsOnlySpan:
         parent = trace.get_current_span(context).get_span_context()
         if parent.is_valid:
             span_id = getrandbits(_SPAN_ID_BITS) or _nonzero(_SPAN_ID_BITS)
-            return _span((parent.trace_id << _SPAN_ID_BITS) | span_id, parent.trace_state)
+            return IdsOnlySpan((parent.trace_id << _SPAN_ID_BITS) | span_id, parent.trace_state)
     ids = getrandbits(128 + _SPAN_ID_BITS)
     if not ids >> _SPAN_ID_BITS or not ids & _SPAN_ID_MASK:  # 0 is the invalid id
         ids = (_nonzero(128) << _SPAN_ID_BITS) | _nonzero(_SPAN_ID_BITS)
-    return _span(ids, _NO_TRACE_STATE)
+    return IdsOnlySpan(ids, _NO_TRACE_STATE)
 
 
 class IdsOnlySpan(trace.NonRecordingSpan):
@@ -101,6 +101,12 @@ class IdsOnlySpan(trace.NonRecordingSpan):
     _trace_state: trace.TraceState
     _built: trace.SpanContext | None = None
     """The SpanContext, once asked for."""
+
+    def __init__(self, ids: int, trace_state: trace.TraceState) -> None:
+        # Not NonRecordingSpan.__init__, which takes a SpanContext: this one is built when
+        # first asked for (get_span_context), the only method that would read it.
+        self._ids = ids
+        self._trace_state = trace_state
 
     def get_span_context(self) -> trace.SpanContext:
         built = self._built
@@ -127,17 +133,6 @@ class IdsOnlySpan(trace.NonRecordingSpan):
 
     def __repr__(self) -> str:
         return f"IdsOnlySpan({self.get_span_context()!r})"
-
-
-_new_span = object.__new__
-
-
-def _span(ids: int, trace_state: trace.TraceState) -> IdsOnlySpan:
-    """An IdsOnlySpan, without NonRecordingSpan.__init__ (which needs a SpanContext)."""
-    span: IdsOnlySpan = _new_span(IdsOnlySpan)
-    span._ids = ids
-    span._trace_state = trace_state
-    return span
 
 
 def _nonzero(bits: int) -> int:

@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
+from mypy_extensions import mypyc_attr
+
 
 class Outcome(enum.Enum):
     """What a finished call says about the server's capacity."""
@@ -62,6 +64,7 @@ class FixedLimiter:
         self.in_flight -= 1
 
 
+@mypyc_attr(native_class=False)  # settings are pickled; see interceptors.compiled
 @dataclass(frozen=True)
 class AdaptiveSettings:
     initial_limit: int = 20

@@ -20,7 +20,7 @@ from opentelemetry import metrics, trace
 from interceptors.access_log import AccessLog
 from interceptors.auth import Auth
 from interceptors.backpressure import Backpressure
-from interceptors.chain import ChainInterceptor, Layer
+from interceptors.chain import Chain, Layer
 from interceptors.chained_server import ChainedServer
 from interceptors.deadlines import Deadlines
 from interceptors.errors import ErrorMapping
@@ -58,22 +58,22 @@ def chained_server(
     """A grpc.aio server that runs the chain around every servicer added to it, in front of
     their handlers rather than as a grpc.aio interceptor, which costs more per call
     (interceptors.chained_server)."""
-    interceptor = chain_interceptor(
+    built = build_chain(
         tokens, chain, tracer_provider=tracer_provider, meter_provider=meter_provider
     )
-    return ChainedServer(interceptor, aio.server(options=options))
+    return ChainedServer(built, aio.server(options=options))
 
 
-def chain_interceptor(
+def build_chain(
     tokens: TokenCodec,
     chain: ServerChain = DEFAULT_CHAIN,
     *,
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
-) -> ChainInterceptor:
-    """The server chain: one interceptor running these layers, outermost first (providers:
-    the process's unless given). One, not one per layer: grpc.aio awaits each interceptor
-    and rebuilds the handler on every call (see interceptors.chain).
+) -> Chain:
+    """The server chain, running these layers, outermost first (providers: the process's
+    unless given). One chain, not one grpc.aio interceptor per layer: grpc.aio awaits each
+    interceptor and rebuilds the handler on every call (see interceptors.chain).
 
     1. Telemetry: its span is current for every later layer, so their log lines carry its
        trace id, and its duration covers refused calls too.
@@ -107,7 +107,7 @@ def chain_interceptor(
         ErrorMapping(STATUS_BY_ERROR),
         Auth(tokens.verify, current_caller, Unauthenticated),
     ]
-    return ChainInterceptor([layer for layer in layers if layer is not None])
+    return Chain([layer for layer in layers if layer is not None])
 
 
 def _caller_id(caller: Caller) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import signal
@@ -34,14 +35,18 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from interceptors.chain_interceptor import ChainInterceptor
+from interceptors.compiled import SETTING, in_use
 from services.runtime.auth import TokenCodec
 from services.runtime.bench.overhead import VARIANTS, serve_until_terminated, serving_health
 from services.runtime.logs import FLUSH_SECONDS
-from services.runtime.server import chain_interceptor, chained_server
+from services.runtime.server import build_chain, chained_server
 from services.runtime.server_chain import ServerChain
 
 INTERCEPTED = "full, as aio interceptor"
 """The full chain in grpc.aio's interceptor pipeline instead of in front of the handlers."""
+INTERPRETED = "full, interpreted"
+"""The full chain as plain Python, where the others run compiled (interceptors.compiled)."""
 _BARE = VARIANTS["error mapping + auth"]
 assert _BARE is not None
 _FULL = ServerChain()
@@ -56,6 +61,7 @@ CHAINS: dict[str, ServerChain | None] = {
     "+ backpressure": replace(_BARE, backpressure=_FULL.backpressure),
     "full chain": _FULL,
     INTERCEPTED: _FULL,
+    INTERPRETED: _FULL,
 }
 _WARMUP_CALLS = 400
 _CONCURRENCY = 8
@@ -91,7 +97,7 @@ def _serve(variant: str, port: int, log_flush_seconds: float) -> None:
         if variant == "passthrough":
             server = aio.server(interceptors=[_Passthrough()])
         elif variant == INTERCEPTED:
-            server = aio.server(interceptors=[chain_interceptor(tokens, _FULL)])
+            server = aio.server(interceptors=[ChainInterceptor(build_chain(tokens, _FULL))])
         elif chain is not None:
             server = chained_server(tokens, chain)
         else:
@@ -128,6 +134,10 @@ class Measured:
     """Calls per second while they were counted, under callgrind."""
 
 
+def _server_env(variant: str) -> dict[str, str]:
+    return {**os.environ, SETTING: "0"} if variant == INTERPRETED else dict(os.environ)
+
+
 def _server_command(variant: str, port: int, flush_seconds: float) -> list[str]:
     return [
         sys.executable,
@@ -152,7 +162,7 @@ def native_rate(variant: str, calls: int) -> float:
     """Calls per second of `variant`'s server with this client, without valgrind."""
     port = _free_port()
     command = _server_command(variant, port, FLUSH_SECONDS)
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=_server_env(variant))
     try:
         assert server.stdout is not None
         if server.stdout.readline().strip() != "ready":
@@ -179,6 +189,7 @@ def measure(variant: str, calls: int, workdir: Path, flush_seconds: float) -> Me
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        env=_server_env(variant),
     )
     try:
         assert server.stdout is not None
@@ -223,6 +234,8 @@ def main() -> None:
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("this benchmark needs valgrind (apt install valgrind)")
     flush = args.log_flush_seconds
+    how = "compiled (mypyc)" if in_use() else "plain Python: no build of the current source"
+    print(f"the interceptors run {how}, except in {INTERPRETED!r}")
     with tempfile.TemporaryDirectory() as workdir:
         base: float | None = None
         for variant in args.variants or list(CHAINS):

@@ -9,7 +9,7 @@ import grpc
 import pytest
 from grpc import aio
 
-from interceptors.chain import Call, ChainInterceptor, Method
+from interceptors.chain import Call, Chain, Method
 from interceptors.chained_server import ChainedServer
 
 
@@ -36,7 +36,7 @@ def answering(text: bytes) -> grpc.RpcMethodHandler[Any, Any]:
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[aio.Channel, Noting]]:
     layer = Noting()
-    server = ChainedServer(ChainInterceptor([layer]), aio.server())
+    server = ChainedServer(Chain([layer]), aio.server())
     # As generated code adds a service: a generic handler, and the same methods registered.
     server.add_generic_rpc_handlers(
         [grpc.method_handlers_generic_handler("test.A", {"Echo": answering(b"generic:")})]

@@ -16,7 +16,8 @@ import pytest
 from grpc import aio
 
 from interceptors import context as rpc
-from interceptors.chain import Abort, Call, ChainInterceptor, Method
+from interceptors.chain import Abort, Call, Chain, Method
+from interceptors.chain_interceptor import ChainInterceptor
 from interceptors.chained_server import ChainedServer
 from interceptors.errors import ErrorMapping
 from services.runtime.auth import Caller, TokenCodec, current_caller
@@ -84,9 +85,9 @@ async def served(request: pytest.FixtureRequest) -> AsyncIterator[Served]:
     handlers (ChainedServer, as the runtime installs it)."""
     log: list[str] = []
     outer, inner = Recording("outer", log), Recording("inner", log)
-    chain = ChainInterceptor([outer, ErrorMapping(STATUS_BY_ERROR), inner])
+    chain = Chain([outer, ErrorMapping(STATUS_BY_ERROR), inner])
     server = (
-        aio.server(interceptors=[chain])
+        aio.server(interceptors=[ChainInterceptor(chain)])
         if request.param == "grpc.aio interceptor"
         else ChainedServer(chain, aio.server())
     )

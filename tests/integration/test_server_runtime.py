@@ -11,7 +11,8 @@ import pytest
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from interceptors.chain import ChainInterceptor
+from interceptors.chain import Chain
+from interceptors.chain_interceptor import ChainInterceptor
 from interceptors.errors import ErrorMapping
 from services.runtime.errors import STATUS_BY_ERROR
 from services.runtime.registry import SERVICES
@@ -52,7 +53,7 @@ async def crashing_server() -> AsyncIterator[str]:
         raise RuntimeError("database password is hunter2")
 
     # The error mapping alone: the request id then comes from the metadata.
-    server = aio.server(interceptors=[ChainInterceptor([ErrorMapping(STATUS_BY_ERROR)])])
+    server = aio.server(interceptors=[ChainInterceptor(Chain([ErrorMapping(STATUS_BY_ERROR)]))])
     server.add_generic_rpc_handlers(
         [
             grpc.method_handlers_generic_handler(

@@ -43,6 +43,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
+from interceptors.compiled import in_use as compiled_in_use
 from services.runtime.auth import TokenCodec
 from services.runtime.bench.loadgen import CLIENT_OVERLOADED, Call, Load, LoadResult, generate
 from services.runtime.bench.rpc import BenchError
@@ -270,7 +271,8 @@ def table(variants: Sequence[Measured], options: OverheadBench) -> Table:
         title=(
             f"nova bench overhead: Health/Check; fixed rate {options.rate:g}/s, "
             f"saturation: {options.concurrency} in flight; each the median of "
-            f"{options.rounds} runs of {options.duration:g} s, variants in turns"
+            f"{options.rounds} runs of {options.duration:g} s, variants in turns; the "
+            f"interceptors {'compiled by mypyc' if compiled_in_use() else 'as plain Python'}"
         ),
         title_justify="left",
     )
