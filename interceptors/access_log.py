@@ -1,18 +1,18 @@
 """One structured log line per RPC: who called what, how it ended and how long it took.
 
-The line carries service, method, peer, status code, duration_ms and caller_id, and the
-trace_id and span_id of the call's span (Call.trace_ids); the process's log writer
-(services.runtime.logs.write_event) adds time, level and request_id to it as to every
-line (and the current span's ids, when telemetry is off), which is why this layer sits
-inside the telemetry span and the request context. Messages are never logged: they hold
-passwords, tokens and personal data, and their size would make the log cost more than
-the call.
+The line carries service, method, peer, status code, duration_ms and caller_id, and what
+every line of the process carries: time (interceptors.log_time), level, logger, event,
+request_id, and the trace_id and span_id of the call's span (Call.trace_ids; the current
+span's when telemetry is off), which is why this layer sits inside the telemetry span and
+the request context. Messages are never logged: they hold passwords, tokens and personal
+data, and their size would make the log cost more than the call.
 Server faults (INTERNAL, UNKNOWN, DATA_LOSS) are warnings; the error mapping writes their
 stack on its own line.
 
-The line does not go through structlog's bound logger and processor chain: on a call
-that does no work, that pipeline cost more server CPU than the rest of the chain
-(`nova bench overhead`), so the writer takes the event as a plain dict.
+The line is rendered here, as one dict handed to orjson, and written to the process's
+LineSink (services.runtime.logs keeps it pointing at its log buffer), not through
+structlog's bound logger and processor chain: on a call that does no work, that pipeline
+cost more server CPU than the rest of the chain (`nova bench overhead`).
 """
 
 from __future__ import annotations
@@ -20,44 +20,57 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import grpc
+import orjson
+from opentelemetry import trace
 
+from interceptors import context as rpc
 from interceptors.chain import Call, Every, Method
+from interceptors.log_time import utc_timestamp
 
 _WARNINGS = frozenset(
     {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
 )
 _OK = grpc.StatusCode.OK
 _INFO, _WARNING = logging.INFO, logging.WARNING
+_LINE = orjson.OPT_APPEND_NEWLINE
+_request_id = rpc.request_id
 T = TypeVar("T")
 
-WriteEvent = Callable[[int, dict[str, Any]], None]
-"""Writes one log line: (logging level, the event's fields)."""
+
+@dataclass
+class LineSink:
+    """Where access lines go, as the process's logging is set up now: its writer of
+    rendered lines, and the lowest level it writes (a logging level)."""
+
+    write: Callable[[bytes], None]
+    threshold: int = logging.INFO
 
 
 class AccessLog(Generic[T]):
-    """The layer: times each call and writes its line when it ends."""
+    """The layer: writes each call's line when it ends."""
 
     def __init__(
-        self, caller: ContextVar[T | None], caller_id: Callable[[T], str], write: WriteEvent
+        self, caller: ContextVar[T | None], caller_id: Callable[[T], str], sink: LineSink
     ) -> None:
         """`caller` holds who is calling when the line is written (None: anonymous), and
         caller_id tells their id."""
         self._caller = caller
         self._caller_id = caller_id
-        self._write = write
+        self._sink = sink
 
     def for_method(self, method: Method) -> Every:
         service, _, name = method.name.rpartition("/")
-        return Every(_MethodLog(service, name, self._caller, self._caller_id, self._write))
+        return Every(_MethodLog(service, name, self._caller, self._caller_id, self._sink))
 
 
 class _MethodLog(Generic[T]):
     """The layer's scope for every call of one method: the call carries all that differs."""
 
-    __slots__ = ("caller", "caller_id", "method", "service", "write")
+    __slots__ = ("caller", "caller_id", "method", "service", "sink")
 
     def __init__(
         self,
@@ -65,31 +78,58 @@ class _MethodLog(Generic[T]):
         method: str,
         caller: ContextVar[T | None],
         caller_id: Callable[[T], str],
-        write: WriteEvent,
+        sink: LineSink,
     ) -> None:
         self.service = service
         self.method = method
         self.caller = caller
         self.caller_id = caller_id
-        self.write = write
+        self.sink = sink
 
     def end(self, call: Call, error: BaseException | None) -> None:
         code = call.status
         # `is` first: most calls end OK, and hashing an enum runs Python code.
-        level = _INFO if code is _OK or code not in _WARNINGS else _WARNING
+        if code is _OK:
+            level, level_name, code_name = _INFO, "info", "OK"
+        elif code in _WARNINGS:
+            level, level_name, code_name = _WARNING, "warning", code.name
+        else:
+            level, level_name, code_name = _INFO, "info", code.name
+        sink = self.sink
+        if level < sink.threshold:
+            return
         caller = self.caller.get()
-        event = {
-            "event": "rpc",
+        ids = call.trace_ids
+        trace_id, span_id = ids if ids is not None else _current_span_ids()
+        line = {
+            "time": utc_timestamp(),
+            "level": level_name,
             "logger": "nova.access",
+            "event": "rpc",
             "service": self.service,
             "method": self.method,
             "peer": call.context.peer(),
-            "code": "OK" if code is _OK else code.name,  # .name is a Python property
+            "code": code_name,
             # Truncated to the microsecond: round(x, 3) goes through decimal strings and
             # cost as much as the rest of this dict.
             "duration_ms": int(call.seconds * 1_000_000) / 1000,
             "caller_id": None if caller is None else self.caller_id(caller),
+            "request_id": _request_id.get(),
+            "trace_id": trace_id,
+            "span_id": span_id,
         }
-        if call.trace_ids is not None:
-            event["trace_id"], event["span_id"] = call.trace_ids
-        self.write(level, event)
+        # Keys without a value are left out, as on the process's other lines.
+        if line["request_id"] is None:
+            del line["request_id"]
+        if trace_id is None:
+            del line["trace_id"], line["span_id"]
+        sink.write(orjson.dumps(line, repr, _LINE))
+
+
+def _current_span_ids() -> tuple[str | None, str | None]:
+    """The current span's ids as log lines write them, when the call has none of its own
+    (telemetry is off)."""
+    span = trace.get_current_span().get_span_context()
+    if not span.is_valid:
+        return None, None
+    return span.trace_id.to_bytes(16).hex(), span.span_id.to_bytes(8).hex()

@@ -39,6 +39,7 @@ MODULES = (
     "errors",
     "ids_only_tracer",
     "limiters",
+    "log_time",
     "request_context",
     "telemetry",
 )

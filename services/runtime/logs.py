@@ -1,18 +1,19 @@
 """Logging of a Nova process: one JSON object per line, whoever writes it.
 
 structlog lines (clients, the event path), standard-library records (the error mapping's
-stack traces, asyncpg, grpc) and the access log's lines (write_event) get the same fields,
-so every line parses as JSON and has time, level, logger and event, plus the trace_id and
-span_id of the span current when it was written and the request_id of the RPC being
-served; a line about one request can be found from any other. Exceptions are rendered as
-their formatted stack in `exception`.
+stack traces, asyncpg, grpc) and the access log's lines get the same fields, so every line
+parses as JSON and has time, level, logger and event, plus the trace_id and span_id of the
+span current when it was written and the request_id of the RPC being served; a line about
+one request can be found from any other. Exceptions are rendered as their formatted stack
+in `exception`.
 
-Lines are rendered by orjson (structlog's documented fast path; the time is a datetime
-orjson formats, where structlog's TimeStamper took as long as the rest of the line) and
-are not written one system call each: on an event loop, the lines of 10 ms are written
-together (LineBuffer). The access log, one line per RPC, skips
-structlog's bound logger and processor chain (write_event), which cost more server CPU
-than the rest of the interceptors (`nova bench overhead`).
+Lines are rendered by orjson (structlog's documented fast path), with the time formatted
+by interceptors.log_time (structlog's TimeStamper took as long as the rest of the line),
+and are not written one system call each: on an event loop, the lines of 10 ms are written
+together (LineBuffer). The access log, one line per RPC, renders its own line and writes
+it to ACCESS_LINES, skipping structlog's bound logger and processor chain, which cost more
+server CPU than the rest of the interceptors (`nova bench overhead`); configure_logging
+keeps that sink pointing at the buffer and the level.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import atexit
 import logging
 import sys
 import threading
-from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 import orjson
@@ -31,13 +31,24 @@ from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from interceptors import context as rpc
+from interceptors.access_log import LineSink
+from interceptors.log_time import utc_timestamp
 
 _installed: logging.Handler | None = None
 _buffer: LineBuffer | None = None
-_threshold = logging.INFO
 _OPTIONS = orjson.OPT_UTC_Z
-"""Times as 2026-11-28T12:00:00.123456Z."""
-_LINE_OPTIONS = _OPTIONS | orjson.OPT_APPEND_NEWLINE
+"""A datetime in an event is written as 2026-11-28T12:00:00.123456Z, as the line's time."""
+
+
+def _write_now(line: bytes) -> None:
+    """Logging not configured (a library use, a test): stderr, as structlog would."""
+    sys.stderr.buffer.write(line)
+    sys.stderr.buffer.flush()
+
+
+ACCESS_LINES = LineSink(_write_now)
+"""Where the access log writes (interceptors.access_log): the buffer and level that
+configure_logging last set."""
 
 
 def configure_logging(
@@ -51,7 +62,7 @@ def configure_logging(
     others, such as pytest's, stay). Loggers already used keep the setup they first wrote
     with: call this before building servers.
     """
-    global _installed, _buffer, _threshold
+    global _installed, _buffer
     if _buffer is not None:
         _buffer.flush()
         atexit.unregister(_buffer.flush)
@@ -60,7 +71,7 @@ def configure_logging(
         FLUSH_SECONDS if flush_seconds is None else flush_seconds,
     )
     threshold = logging.getLevelNamesMapping()[level.upper()]
-    _threshold = threshold
+    ACCESS_LINES.write, ACCESS_LINES.threshold = _buffer.write, threshold
     shared: list[Processor] = [
         structlog.processors.add_log_level,
         _add_time,
@@ -183,48 +194,12 @@ def flush() -> None:
         _buffer.flush()
 
 
-def write_event(level: int, event: dict[str, Any]) -> None:
-    """Writes `event` as one line, with what the processors add to every line (time,
-    level, trace and span ids, request id), when `level` is enabled; without structlog's
-    bound logger and processor chain, for the one line written per RPC (the access log),
-    where they cost more than the rest of the server's interceptors. An event that has a
-    trace_id already keeps it and its span_id: the access log knows its call's."""
-    if level < _threshold:
-        return
-    event["level"] = _LEVEL_NAMES[level]
-    event["time"] = datetime.now(UTC)
-    # _add_trace_context and _add_request_id, inline: this runs once per RPC.
-    if "trace_id" not in event:
-        span = trace.get_current_span().get_span_context()
-        if span.is_valid:
-            event["trace_id"] = span.trace_id.to_bytes(16).hex()
-            event["span_id"] = span.span_id.to_bytes(8).hex()
-    request_id = rpc.request_id.get()
-    if request_id is not None and "request_id" not in event:
-        event["request_id"] = request_id
-    data = orjson.dumps(event, repr, _LINE_OPTIONS)  # positional: no keywords to parse
-    if _buffer is not None:
-        _buffer.write(data)
-    else:  # logging not configured (a library use, a test): stderr, as structlog would
-        sys.stderr.buffer.write(data)
-        sys.stderr.buffer.flush()
-
-
-_LEVEL_NAMES = {
-    logging.DEBUG: "debug",
-    logging.INFO: "info",
-    logging.WARNING: "warning",
-    logging.ERROR: "error",
-    logging.CRITICAL: "critical",
-}
-
-
 def _dumps_text(value: Any, **options: Any) -> str:
     return orjson.dumps(value, **options).decode()
 
 
 def _add_time(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
-    event["time"] = datetime.now(UTC)
+    event["time"] = utc_timestamp()
     return event
 
 

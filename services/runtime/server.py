@@ -28,7 +28,7 @@ from interceptors.request_context import RequestContext
 from interceptors.telemetry import RpcMetrics, Telemetry
 from services.runtime.auth import Caller, TokenCodec, current_caller
 from services.runtime.errors import STATUS_BY_ERROR, Unauthenticated
-from services.runtime.logs import write_event
+from services.runtime.logs import ACCESS_LINES
 from services.runtime.server_chain import DEFAULT_CHAIN, ServerChain
 from services.runtime.service import Dependencies, ServiceSpec
 
@@ -101,7 +101,7 @@ def build_chain(
         if rpc_metrics
         else None,
         RequestContext() if chain.request_context else None,
-        AccessLog(current_caller, _caller_id, write_event) if chain.access_log else None,
+        AccessLog(current_caller, _caller_id, ACCESS_LINES) if chain.access_log else None,
         Deadlines(chain.deadlines, rejected) if chain.deadlines else None,
         Backpressure(chain.backpressure, rejected) if chain.backpressure else None,
         ErrorMapping(STATUS_BY_ERROR),
