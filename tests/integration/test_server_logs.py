@@ -173,3 +173,32 @@ async def test_a_bug_gives_one_error_line_with_its_stack_and_the_client_a_reques
     for line in (stack, access):
         assert line["request_id"] == "req-42"
         assert (line["trace_id"], line["span_id"]) == ids(span)
+
+
+async def test_access_lines_follow_the_level_and_stream_logging_was_last_configured_with(
+    served: Served, log_lines: Lines
+) -> None:
+    echo_call = served.channel.unary_unary("/test.Obs/Echo", None, None)
+    await echo_call(PAYLOAD)  # at INFO, into the fixture's stream
+    assert [line["code"] for line in log_lines()] == ["OK"]
+
+    stream = io.BytesIO()
+    handler = configure_logging("WARNING", stream)
+    try:
+        await echo_call(PAYLOAD)  # OK is info: below the level, no line
+        with pytest.raises(aio.AioRpcError):
+            await served.channel.unary_unary("/test.Obs/Crash", None, None)(b"")
+        for _ in range(100):  # the access line may follow the client's answer (see above)
+            flush()
+            if len(stream.getvalue().splitlines()) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert [(line["logger"], line["level"]) for line in lines] == [
+        ("nova.errors", "error"),
+        ("nova.access", "warning"),
+    ]
+    assert lines[1]["code"] == "INTERNAL"
+    assert len(log_lines()) == 1  # the first stream got nothing more
