@@ -100,7 +100,8 @@ class _MethodLog(Generic[T]):
             return
         caller = self.caller.get()
         ids = call.trace_ids
-        trace_id, span_id = ids if ids is not None else _current_span_ids()
+        trace_id, span_id = ids if ids is not None else current_span_ids()
+        request_id = _request_id.get()
         line = {
             "time": utc_timestamp(),
             "level": level_name,
@@ -114,22 +115,25 @@ class _MethodLog(Generic[T]):
             # cost as much as the rest of this dict.
             "duration_ms": int(call.seconds * 1_000_000) / 1000,
             "caller_id": None if caller is None else self.caller_id(caller),
-            "request_id": _request_id.get(),
+            "request_id": request_id,
             "trace_id": trace_id,
             "span_id": span_id,
         }
         # Keys without a value are left out, as on the process's other lines.
-        if line["request_id"] is None:
+        if request_id is None:
             del line["request_id"]
         if trace_id is None:
             del line["trace_id"], line["span_id"]
         sink.write(orjson.dumps(line, repr, _LINE))
 
 
-def _current_span_ids() -> tuple[str | None, str | None]:
-    """The current span's ids as log lines write them, when the call has none of its own
-    (telemetry is off)."""
+def current_span_ids() -> tuple[str | None, str | None]:
+    """The current span's trace and span id as log lines write them (None, None: no span);
+    for a call that has none of its own (telemetry is off), and for the process's other
+    lines (services.runtime.logs)."""
     span = trace.get_current_span().get_span_context()
     if not span.is_valid:
         return None, None
+    # What trace.format_trace_id and format_span_id do, without their two calls and their
+    # format spec (the bytes' hex() takes half the instructions).
     return span.trace_id.to_bytes(16).hex(), span.span_id.to_bytes(8).hex()
