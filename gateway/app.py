@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from gateway.clients import Clients
 from gateway.execution import Executor
+from gateway.loaders import Loaders
 from gateway.persisted_queries import load_safelist
 from gateway.schema import build_schema
 from gateway.settings import GatewaySettings
@@ -30,7 +31,7 @@ from gateway.settings import GatewaySettings
 
 @dataclass(frozen=True)
 class RequestTiming:
-    """What one request cost, for `nova bench feed`."""
+    """What one request cost, for `./dev bench feed`."""
 
     total_seconds: float
     """From the request's JSON to the response object, inside the gateway."""
@@ -49,12 +50,17 @@ class GatewayApp:
 
 
 def build_app(
-    settings: GatewaySettings, clients: Clients, *, observer: Observer | None = None
+    settings: GatewaySettings,
+    clients: Clients,
+    *,
+    observer: Observer | None = None,
+    loaders: type[Loaders] = Loaders,
 ) -> GatewayApp:
-    """The gateway over open clients; `observer` sees the timing of every request."""
+    """The gateway over open clients; `observer` sees the timing of every request, and
+    `loaders` is the class of each request's DataLoaders."""
     safelist = load_safelist(settings.safelist) if settings.safelist else None
     schema = build_schema()
-    executor = Executor(schema, settings, clients, safelist=safelist)
+    executor = Executor(schema, settings, clients, safelist=safelist, loaders=loaders)
     graphql = GraphQL(
         schema.graphql,
         http_handler=_Handler(executor, observer),

@@ -1,6 +1,7 @@
-"""The gateway's only way to the services: Nova's client stack (channel pool, retries of
-reads within a budget, circuit breaker, deadline/trace/request-id propagation), and a
-per-request view of it that applies the request's deadline and forwards its
+"""The gateway's only way to the services: Nova's client stack (interceptors.client:
+channel pool, retries of reads within a budget, circuit breaker, deadline/trace/request-id
+propagation) to every target it is given (the process gives it every registered service),
+and a per-request view of it that applies the request's deadline and forwards its
 Authorization header.
 
 Failed RPCs become BackendError here, at the stub boundary, so nothing above sees grpc
@@ -12,19 +13,18 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc import aio
 
 from gateway.errors import CODE_BY_STATUS, FIXED_MESSAGES, INTERNAL, BackendError
-from interceptors.channel_pool import Invoke, Layer, OutgoingCall
-from nova.content.v1 import content_pb2, content_pb2_grpc
-from nova.user.v1 import user_pb2, user_pb2_grpc
-from services.runtime.clients import ClientSettings, connect, reads
+from interceptors.client.call import Invoke, Layer, OutgoingCall
+from interceptors.client.stack import ClientSettings, connect, reads
 
 if TYPE_CHECKING:
     from nova.content.v1.content_pb2_grpc import ContentServiceAsyncStub
@@ -40,7 +40,7 @@ class RpcCounter:
     """Counts the RPCs the gateway asks for, by method name (retries and hedges not
     counted again): the outermost client layer of both services.
 
-    Tests and `nova bench feed` read it to prove the number of calls a query costs.
+    Tests and `./dev bench feed` read it to prove the number of calls a query costs.
     """
 
     def __init__(self) -> None:
@@ -56,49 +56,67 @@ class RpcCounter:
 
 
 @dataclass(frozen=True)
-class Clients:
-    """Stubs over clients opened once per process and shared by every request."""
+class Target:
+    """A service the gateway may call: where it is, its proto service (whose reads are the
+    methods retried and hedged) and the generated stub class to call it with."""
 
-    users: UserServiceAsyncStub
-    content: ContentServiceAsyncStub
+    address: str
+    service: ServiceDescriptor
+    stub: Callable[[aio.Channel], Any]
+
+
+REQUIRED = ("user", "content")
+"""The services the resolvers call, by the names the services register under."""
+
+
+@dataclass(frozen=True)
+class Clients:
+    """Stubs over clients opened once per process and shared by every request: one per
+    target, by name."""
+
+    stubs: Mapping[str, Any]
     counter: RpcCounter
+
+    @property
+    def users(self) -> UserServiceAsyncStub:
+        return cast("UserServiceAsyncStub", self.stubs["user"])
+
+    @property
+    def content(self) -> ContentServiceAsyncStub:
+        return cast("ContentServiceAsyncStub", self.stubs["content"])
 
 
 @asynccontextmanager
 async def open_clients(
-    addresses: Mapping[str, str],
+    targets: Mapping[str, Target],
     settings: ClientSettings | None = None,
     *,
     observers: Sequence[Layer] = (),
 ) -> AsyncIterator[Clients]:
-    """Clients of addresses["user"] and addresses["content"], closed on exit; `observers`
-    are extra outer layers (tests use one to record every request)."""
+    """A client of each target, closed on exit; `observers` are extra outer layers (tests
+    use one to record every request)."""
+    missing = [name for name in REQUIRED if name not in targets]
+    if missing:
+        raise ValueError(
+            f"the gateway calls the {' and '.join(missing)} service(s), which no target "
+            f"names (targets: {', '.join(sorted(targets)) or 'none'})"
+        )
     settings = settings or ClientSettings()
     counter = RpcCounter()
     async with AsyncExitStack() as stack:
-        users = await stack.enter_async_context(
-            connect(
-                "user",
-                [addresses["user"]],
-                idempotent=reads(user_pb2.DESCRIPTOR.services_by_name["UserService"]),
-                settings=settings,
-                outer=[counter, *observers],
+        stubs = {}
+        for name, target in targets.items():
+            client = await stack.enter_async_context(
+                connect(
+                    name,
+                    [target.address],
+                    idempotent=reads(target.service),
+                    settings=settings,
+                    outer=[counter, *observers],
+                )
             )
-        )
-        content = await stack.enter_async_context(
-            connect(
-                "content",
-                [addresses["content"]],
-                idempotent=reads(content_pb2.DESCRIPTOR.services_by_name["ContentService"]),
-                settings=settings,
-                outer=[counter, *observers],
-            )
-        )
-        yield Clients(
-            users=users.stub(user_pb2_grpc.UserServiceStub),
-            content=content.stub(content_pb2_grpc.ContentServiceStub),
-            counter=counter,
-        )
+            stubs[name] = client.stub(target.stub)
+        yield Clients(stubs=stubs, counter=counter)
 
 
 class Backend:

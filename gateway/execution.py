@@ -69,10 +69,13 @@ class Executor:
         clients: Clients,
         *,
         safelist: Mapping[str, str] | None = None,
+        loaders: type[Loaders] = Loaders,
     ) -> None:
         self.schema = schema
         self.settings = settings
         self.clients = clients
+        self.loaders = loaders
+        """What each request's DataLoaders are (a subclass changes how they batch)."""
         self.documents = DocumentCache(settings.document_cache_size, schema.version)
         self.persisted = PersistedQueries(
             cache_size=settings.persisted_query_cache_size, safelist=safelist
@@ -109,7 +112,7 @@ class Executor:
         )
         context = RequestContext(
             backend=backend,
-            loaders=Loaders(backend, batched=not self.settings.per_field_resolvers),
+            loaders=self.loaders(backend),
             viewer=viewer,
         )
         result = execute(

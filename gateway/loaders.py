@@ -6,8 +6,9 @@ request, so a user who is a post author and a commenter, or a post reached throu
 aliases, is fetched once. A key the service lists as missing fails only its own field;
 a failed RPC fails the keys of that batch and is not kept, so a later load retries.
 
-With `batched=False` (the N+1 mode of `nova bench feed`) every load is its own RPC and
-nothing is kept: the per-field resolvers the DataLoaders replace.
+The loaders are built by `_loader`; `./dev bench feed` builds the gateway with a subclass
+that makes every load its own RPC (tests/bench/per_field.py), the per-field resolvers the
+DataLoaders replace.
 """
 
 from __future__ import annotations
@@ -49,9 +50,8 @@ def canonical_id(value: str, argument: str) -> str:
 class Loaders:
     """The DataLoaders of one request, each created on first use."""
 
-    def __init__(self, backend: Backend, *, batched: bool) -> None:
+    def __init__(self, backend: Backend) -> None:
         self._backend = backend
-        self._batched = batched
 
     @cached_property
     def users(self) -> DataLoader[str, user_pb2.User]:
@@ -99,8 +99,6 @@ class Loaders:
         # Exception for a key: that key's load fails and the others succeed.
         return DataLoader(
             cast(Callable[[list[K]], Coroutine[Any, Any, list[V]]], load),
-            batch=self._batched,
-            cache=self._batched,
             max_batch_size=MAX_BATCH,
             loop=asyncio.get_running_loop(),
         )

@@ -15,10 +15,14 @@ from dataclasses import dataclass
 import uvicorn
 
 from gateway.app import GatewayApp, Observer, build_app
-from gateway.clients import open_clients
+from gateway.clients import Target, open_clients
+from gateway.loaders import Loaders
 from gateway.settings import GatewaySettings
-from services.runtime.clients import ClientSettings
-from services.runtime.server import PortInUse
+from interceptors.client.stack import ClientSettings
+
+
+class GatewayPortInUse(OSError):
+    """The gateway cannot listen where it was told to; the message names the setting."""
 
 
 @dataclass(frozen=True)
@@ -31,20 +35,20 @@ class RunningGateway:
 @asynccontextmanager
 async def serve_gateway(
     settings: GatewaySettings,
-    addresses: Mapping[str, str],
+    targets: Mapping[str, Target],
     *,
     host: str,
     grace_seconds: float = 5.0,
     observer: Observer | None = None,
     clients: ClientSettings | None = None,
+    loaders: type[Loaders] = Loaders,
 ) -> AsyncIterator[RunningGateway]:
-    """Serves GraphQL on host:settings.port against the services at addresses["user"] and
-    addresses["content"]; on exit, in-flight requests get `grace_seconds` to finish.
-
-    ``async with serve_gateway(GatewaySettings(port=0), addresses, host="127.0.0.1") as gw:``
+    """Serves GraphQL on host:settings.port against the services `targets` name (the user
+    and content services at least); on exit, in-flight requests get `grace_seconds` to
+    finish. ``async with serve_gateway(GatewaySettings(port=0), targets, host="127.0.0.1")``
     """
-    async with open_clients(addresses, clients) as opened:
-        app = build_app(settings, opened, observer=observer)
+    async with open_clients(targets, clients) as opened:
+        app = build_app(settings, opened, observer=observer, loaders=loaders)
         listener = _listen(host, settings.port)
         server = _EmbeddedServer(
             uvicorn.Config(
@@ -97,7 +101,7 @@ def _listen(host: str, port: int) -> socket.socket:
         listener.bind((host, port))
     except OSError:
         listener.close()
-        raise PortInUse(
+        raise GatewayPortInUse(
             f"cannot listen on {host}:{port} for the GraphQL gateway (port in use?); "
             "set NOVA_GATEWAY_PORT to another port, or 0 for any free one"
         ) from None

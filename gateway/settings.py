@@ -1,6 +1,6 @@
 """The gateway's knobs, in one frozen object with production-sensible defaults.
 
-The process's NOVA_* configuration fills it in; tests and `nova bench feed` build it
+The process's NOVA_* configuration fills it in; tests and `./dev bench feed` build it
 directly. Every limit is checked at construction, so a bad value fails at start.
 """
 
@@ -40,8 +40,6 @@ class GatewaySettings:
     """Automatic persisted queries remembered by hash."""
     safelist: Path | None = None
     """An Apollo persisted query manifest; when set, only its documents run."""
-    per_field_resolvers: bool = False
-    """Benchmark only: one RPC per field (the N+1 pattern) instead of DataLoaders."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

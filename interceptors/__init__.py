@@ -1,9 +1,3 @@
-"""grpc.aio interceptors, one concern per module, each knowing nothing about any service.
-
-The server chain's modules run compiled when a build of their current source exists
-(interceptors.compiled).
-"""
-
-from interceptors.compiled import use_build
-
-use_build(__path__)
+"""gRPC interceptors, knowing nothing about any service: the server chain and its layers
+(interceptors.server), the client stack (interceptors.client), and the wire keys and
+context variables both sides share (interceptors.context)."""

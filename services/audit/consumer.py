@@ -7,6 +7,7 @@ dead-lettered, and is replayed after the upgrade rather than silently skipped.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -17,7 +18,7 @@ from nova.events.v1 import events_pb2
 from services.audit.repository import AuditEntry, count_event, insert_entry
 from services.runtime.db import Database
 from services.runtime.events.consumer import ANY_EVENT, Consumer, ConsumerSettings
-from services.runtime.events.model import ALL_TOPICS, Event, Transport
+from services.runtime.events.model import Event, Transport
 
 GROUP = "audit"
 
@@ -64,18 +65,19 @@ def summary(envelope: events_pb2.EventEnvelope) -> dict[str, Any]:
 def build_consumer(
     transport: Transport,
     db: Database,
+    topics: Sequence[str],
     *,
     group: str = GROUP,
     settings: ConsumerSettings | None = None,
     meter: metrics.Meter | None = None,
 ) -> Consumer:
-    """The audit group's consumer on every topic (`group` is for tests, which need a group
-    of their own on a shared log)."""
+    """The audit group's consumer on `topics` (every topic of the registry; `group` is for
+    tests, which need a group of their own on a shared log)."""
     consumer = Consumer(
         group,
         transport,
         db,
-        topics=ALL_TOPICS,
+        topics=topics,
         settings=settings if settings is not None else ConsumerSettings(),
         meter=meter,
     )

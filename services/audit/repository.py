@@ -20,6 +20,8 @@ import asyncpg
 from services.runtime.db import Database
 from services.runtime.errors import InvalidArgument
 
+SCHEMA = "audit_service"
+
 MAX_LIMIT = 1000
 
 _NEWEST = (datetime.max.replace(tzinfo=UTC), uuid.UUID(int=(1 << 128) - 1))

@@ -3,23 +3,20 @@
 The statements on the read (feed) path are module constants, so tests can EXPLAIN the
 exact text the service runs.
 
-Every change also writes its domain event to content_service.outbox in the same
-transaction (services.runtime.events.outbox), so an event exists exactly when its change
-committed; a call that changes nothing (a repeated like) writes none.
+Every change also writes its domain event (built in services.content.events) to
+content_service.outbox in the same transaction (services.runtime.events.outbox), so an
+event exists exactly when its change committed; a call that changes nothing (a repeated
+like) writes none.
 """
 
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from google.protobuf.message import Message
-
-from nova.events.v1 import events_pb2
+from services.content import events
 from services.runtime.db import Database
 from services.runtime.errors import NotFound, PermissionDenied
 from services.runtime.events import outbox
-from services.runtime.events.envelope import new_event
-from services.runtime.events.model import Event
 from services.runtime.ids import new_id
 from services.runtime.pagination import NEWEST_CURSOR
 
@@ -124,54 +121,6 @@ def _no_post(post_id: uuid.UUID) -> NotFound:
     return NotFound(f"no post with id {post_id}")
 
 
-def _post_event(tenant_id: uuid.UUID, post_id: uuid.UUID, payload: Message) -> Event:
-    """An event whose aggregate is the post (comments and likes included), so a consumer
-    receives a post's events in the order they committed: never a like before its post."""
-    return new_event(
-        tenant_id=tenant_id, aggregate_type="post", aggregate_id=post_id, payload=payload
-    )
-
-
-def _post_created(tenant_id: uuid.UUID, post: PostRecord) -> Event:
-    return _post_event(
-        tenant_id,
-        post.id,
-        events_pb2.PostCreated(post_id=str(post.id), author_id=str(post.author_id)),
-    )
-
-
-def _post_deleted(tenant_id: uuid.UUID, post_id: uuid.UUID, author_id: uuid.UUID) -> Event:
-    return _post_event(
-        tenant_id,
-        post_id,
-        events_pb2.PostDeleted(post_id=str(post_id), author_id=str(author_id)),
-    )
-
-
-def _comment_created(tenant_id: uuid.UUID, comment: CommentRecord) -> Event:
-    return _post_event(
-        tenant_id,
-        comment.post_id,
-        events_pb2.CommentCreated(
-            comment_id=str(comment.id),
-            post_id=str(comment.post_id),
-            author_id=str(comment.author_id),
-        ),
-    )
-
-
-def _post_liked(tenant_id: uuid.UUID, post_id: uuid.UUID, user_id: uuid.UUID) -> Event:
-    return _post_event(
-        tenant_id, post_id, events_pb2.PostLiked(post_id=str(post_id), user_id=str(user_id))
-    )
-
-
-def _post_unliked(tenant_id: uuid.UUID, post_id: uuid.UUID, user_id: uuid.UUID) -> Event:
-    return _post_event(
-        tenant_id, post_id, events_pb2.PostUnliked(post_id=str(post_id), user_id=str(user_id))
-    )
-
-
 class ContentRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -191,7 +140,9 @@ class ContentRepository:
             )
             assert row is not None
             post = PostRecord(**row)
-            await outbox.append(conn, SCHEMA, [_post_created(tenant_id, post)])
+            await outbox.append(
+                conn, SCHEMA, [events.post_created(tenant_id, post.id, post.author_id)]
+            )
         return post
 
     async def get_post(self, *, tenant_id: uuid.UUID, post_id: uuid.UUID) -> PostRecord:
@@ -231,7 +182,9 @@ class ContentRepository:
                 post_id,
             )
             if deleted == "DELETE 1":
-                await outbox.append(conn, SCHEMA, [_post_deleted(tenant_id, post_id, author_id)])
+                await outbox.append(
+                    conn, SCHEMA, [events.post_deleted(tenant_id, post_id, author_id)]
+                )
 
     async def list_user_posts(
         self, *, tenant_id: uuid.UUID, author_id: uuid.UUID, after: uuid.UUID | None, limit: int
@@ -284,7 +237,11 @@ class ContentRepository:
             )
             assert row is not None
             comment = CommentRecord(**row)
-            await outbox.append(conn, SCHEMA, [_comment_created(tenant_id, comment)])
+            await outbox.append(
+                conn,
+                SCHEMA,
+                [events.comment_created(tenant_id, comment.id, comment.post_id, comment.author_id)],
+            )
         return comment
 
     async def latest_comments(
@@ -320,7 +277,7 @@ class ContentRepository:
             )
             if inserted:
                 await conn.execute(_ADD_LIKES, tenant_id, post_id, 1)
-                await outbox.append(conn, SCHEMA, [_post_liked(tenant_id, post_id, user_id)])
+                await outbox.append(conn, SCHEMA, [events.post_liked(tenant_id, post_id, user_id)])
             return bool(inserted)
 
     async def unlike_post(
@@ -338,7 +295,9 @@ class ContentRepository:
             )
             if deleted:
                 await conn.execute(_ADD_LIKES, tenant_id, post_id, -1)
-                await outbox.append(conn, SCHEMA, [_post_unliked(tenant_id, post_id, user_id)])
+                await outbox.append(
+                    conn, SCHEMA, [events.post_unliked(tenant_id, post_id, user_id)]
+                )
             elif not await conn.fetchval(_POST_EXISTS, tenant_id, post_id):
                 raise _no_post(post_id)
             return bool(deleted)

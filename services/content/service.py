@@ -1,13 +1,14 @@
-"""Declares the content service to the runtime: its schema, migrations and wiring."""
+"""The content service's SPEC: what the runtime needs to migrate, serve and call it."""
 
 from pathlib import Path
 
 from grpc import aio
 
-from nova.content.v1 import content_pb2_grpc
-from services.content.repository import ContentRepository
+from nova.content.v1 import content_pb2, content_pb2_grpc
+from services.content import events
+from services.content.repository import SCHEMA, ContentRepository
 from services.content.servicer import ContentServicer
-from services.runtime.service import Dependencies, ServiceSpec
+from services.runtime.spec import Dependencies, ServiceSpec
 
 
 def _add_to_server(server: aio.Server, deps: Dependencies) -> None:
@@ -17,8 +18,11 @@ def _add_to_server(server: aio.Server, deps: Dependencies) -> None:
 
 SPEC = ServiceSpec(
     name="content",
-    full_name="nova.content.v1.ContentService",
-    schema="content_service",
+    service=content_pb2.DESCRIPTOR.services_by_name["ContentService"],
+    stub=content_pb2_grpc.ContentServiceStub,
+    default_port=50052,
+    schema=SCHEMA,
     migrations=Path(__file__).parent / "migrations",
     add_to_server=_add_to_server,
+    aggregate_types=(events.AGGREGATE,),
 )

@@ -9,29 +9,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.settings import GatewaySettings
-from services.runtime.clients import ClientSettings
+from interceptors.client.stack import ClientSettings
 from services.runtime.config_sections import (
     client_settings,
     event_settings,
-    gateway_settings,
     metrics_port,
-    server_chain,
+    server_layers,
 )
 from services.runtime.env import ConfigError as ConfigError
 from services.runtime.env import EnvReader
 from services.runtime.events.settings import EventSettings
-from services.runtime.server_chain import ServerChain
-
-SERVICE_NAMES = ("user", "content", "feed", "analytics", "recommendation")
-
-DEFAULT_PORTS: Mapping[str, int] = {
-    "user": 50051,
-    "content": 50052,
-    "feed": 50053,
-    "analytics": 50054,
-    "recommendation": 50055,
-}
+from services.runtime.server_layers import ServerLayers
 
 PASSWORD_HASH_PROFILES = ("rfc9106-low-memory", "insecure-fast")
 
@@ -55,8 +43,7 @@ class Config:
     log_level: str
     clients: ClientSettings
     """How services, seed and bench call services: pool, retries, breaker, hedging."""
-    gateway: GatewaySettings
-    server: ServerChain
+    server: ServerLayers
     """Which server interceptors run, and their limits."""
     metrics_port: int | None
     """Prometheus scrape endpoint; None: none, 0: any free port."""
@@ -64,18 +51,22 @@ class Config:
     """Transport (Kafka or the PostgreSQL log), relay and outbox retention."""
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
-        """Reads the configuration, e.g. ``Config.from_env({"NOVA_USER_PORT": "0"})``."""
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, default_ports: Mapping[str, int]
+    ) -> "Config":
+        """Reads the configuration of a build whose services listen on `default_ports` by
+        name (the registry's: ``Config.from_env(env, default_ports=REGISTRY.default_ports)``);
+        NOVA_<NAME>_PORT and NOVA_<NAME>_ADDRESS are read for each of them."""
         env = os.environ if env is None else env
         read = EnvReader(env)
         host = read.text("NOVA_BIND_HOST", "localhost")
         ports = {
             name: read.number(f"NOVA_{name.upper()}_PORT", default, 0, 65535)
-            for name, default in DEFAULT_PORTS.items()
+            for name, default in default_ports.items()
         }
         addresses = {
             name: read.text(f"NOVA_{name.upper()}_ADDRESS", f"{_client_host(host)}:{ports[name]}")
-            for name in SERVICE_NAMES
+            for name in default_ports
         }
         return cls(
             database_url=read.optional("NOVA_DATABASE_URL"),
@@ -95,8 +86,7 @@ class Config:
                 "NOVA_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True
             ),
             clients=client_settings(read),
-            gateway=gateway_settings(read),
-            server=server_chain(read),
+            server=server_layers(read),
             metrics_port=metrics_port(read),
             events=event_settings(read),
         )

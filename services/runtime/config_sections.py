@@ -1,23 +1,22 @@
 """How the NOVA_* variables of each component fill in that component's settings object.
 
-Components (interceptors, the client stack, the gateway) take frozen settings dataclasses
+Components (the server layers, the client stack) take frozen settings dataclasses
 with their own defaults and know nothing about the environment; this module is the one
 place that maps variables onto them, so `nova … --help`-style docs and the README's
 configuration table have a single source to agree with.
 """
 
-from gateway.settings import GatewaySettings
-from interceptors.backpressure import BackpressureSettings
-from interceptors.breaker import BreakerSettings
-from interceptors.channel_pool import PoolSettings
-from interceptors.deadlines import DeadlineSettings
-from interceptors.hedging import HedgingSettings
-from interceptors.propagation import PropagationSettings
-from interceptors.retry import BudgetSettings, RetrySettings
-from services.runtime.clients import ClientSettings
+from interceptors.client.breaker import BreakerSettings
+from interceptors.client.channel_pool import PoolSettings
+from interceptors.client.hedging import HedgingSettings
+from interceptors.client.propagation import PropagationSettings
+from interceptors.client.retry import BudgetSettings, RetrySettings
+from interceptors.client.stack import ClientSettings
+from interceptors.server.backpressure import BackpressureSettings
+from interceptors.server.deadlines import DeadlineSettings
 from services.runtime.env import ConfigError, EnvReader
 from services.runtime.events.settings import EventSettings
-from services.runtime.server_chain import ServerChain
+from services.runtime.server_layers import ServerLayers
 
 
 def client_settings(read: EnvReader) -> ClientSettings:
@@ -60,30 +59,7 @@ def client_settings(read: EnvReader) -> ClientSettings:
     )
 
 
-def gateway_settings(read: EnvReader) -> GatewaySettings:
-    production = read.choice("NOVA_GATEWAY_MODE", "development", ("development", "production"))
-    return GatewaySettings(
-        port=read.number("NOVA_GATEWAY_PORT", 8080, 0, 65535),
-        production=production == "production",
-        introspection=read.optional_flag("NOVA_GATEWAY_INTROSPECTION"),
-        request_timeout_seconds=read.seconds_from_ms(
-            "NOVA_GATEWAY_REQUEST_TIMEOUT_MS", 10_000, 1, 600_000
-        ),
-        max_query_length=read.number("NOVA_GATEWAY_MAX_QUERY_LENGTH", 100_000, 1, 10_000_000),
-        max_tokens=read.number("NOVA_GATEWAY_MAX_TOKENS", 1000, 1, 1_000_000),
-        max_depth=read.number("NOVA_GATEWAY_MAX_DEPTH", 10, 1, 100),
-        max_aliases=read.number("NOVA_GATEWAY_MAX_ALIASES", 30, 1, 10_000),
-        max_cost=read.number("NOVA_GATEWAY_MAX_COST", 2000, 1, 10_000_000),
-        max_page_size=read.number("NOVA_GATEWAY_MAX_PAGE_SIZE", 100, 1, 100),
-        document_cache_size=read.number("NOVA_GATEWAY_DOCUMENT_CACHE_SIZE", 1000, 0, 1_000_000),
-        persisted_query_cache_size=read.number(
-            "NOVA_GATEWAY_APQ_CACHE_SIZE", 10_000, 0, 10_000_000
-        ),
-        safelist=read.existing_file("NOVA_GATEWAY_SAFELIST"),
-    )
-
-
-def server_chain(read: EnvReader) -> ServerChain:
+def server_layers(read: EnvReader) -> ServerLayers:
     limiter = read.choice("NOVA_CONCURRENCY_LIMITER", "fixed", ("fixed", "adaptive", "off"))
     backpressure = BackpressureSettings(
         limiter="adaptive" if limiter == "adaptive" else "fixed",
@@ -93,7 +69,7 @@ def server_chain(read: EnvReader) -> ServerChain:
     )
     default_ms = read.number("NOVA_DEFAULT_DEADLINE_MS", 10_000, 1, 3_600_000)
     minimum_ms = read.number("NOVA_MIN_DEADLINE_MS", 5, 0, default_ms - 1)
-    return ServerChain(
+    return ServerLayers(
         telemetry=read.flag("NOVA_TELEMETRY", True),
         access_log=read.flag("NOVA_ACCESS_LOG", True),
         deadlines=DeadlineSettings(
@@ -115,6 +91,7 @@ def event_settings(read: EnvReader) -> EventSettings:
         relay_batch_size=read.number("NOVA_RELAY_BATCH_SIZE", 500, 1, 100_000),
         relay_poll_seconds=read.seconds_from_ms("NOVA_RELAY_POLL_MS", 1000, 10, 600_000),
         outbox_retention_seconds=read.number("NOVA_OUTBOX_RETENTION_HOURS", 168, 0, 100_000) * 3600,
+        event_retention_seconds=read.number("NOVA_EVENT_RETENTION_HOURS", 168, 1, 100_000) * 3600,
     )
 
 

@@ -8,11 +8,11 @@ one request can be found from any other. Exceptions are rendered as their format
 in `exception`.
 
 Lines are rendered by orjson (structlog's documented fast path), with the time formatted
-by interceptors.log_time (structlog's TimeStamper took as long as the rest of the line),
+by interceptors.server.log_time (structlog's TimeStamper took as long as the rest of the line),
 and are not written one system call each: on an event loop, the lines of 10 ms are written
 together (LineBuffer). The access log, one line per RPC, renders its own line and writes
 it to ACCESS_LINES, skipping structlog's bound logger and processor chain, which cost more
-server CPU than the rest of the interceptors (`nova bench overhead`); configure_logging
+server CPU than the rest of the interceptors (`./dev bench overhead`); configure_logging
 keeps that sink pointing at the buffer and the level.
 """
 
@@ -30,8 +30,8 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from interceptors import context as rpc
-from interceptors.access_log import LineSink, current_span_ids
-from interceptors.log_time import utc_timestamp
+from interceptors.server.access_log import LineSink, current_span_ids
+from interceptors.server.log_time import utc_timestamp
 
 _installed: logging.Handler | None = None
 _buffer: LineBuffer | None = None
@@ -46,7 +46,7 @@ def _write_now(line: bytes) -> None:
 
 
 ACCESS_LINES = LineSink(_write_now)
-"""Where the access log writes (interceptors.access_log): the buffer and level that
+"""Where the access log writes (interceptors.server.access_log): the buffer and level that
 configure_logging last set."""
 
 
@@ -120,7 +120,7 @@ class LineBuffer:
     elsewhere (no running loop: startup, shutdown, another thread), a line is written at
     once, with any still waiting. One write per loop iteration was the first design: a
     server's loop turns about once per call, so it was still one system call per access
-    line, and that cost 4-5 µs of server CPU per call (`nova bench overhead`). A line
+    line, and that cost 4-5 µs of server CPU per call (`./dev bench overhead`). A line
     reaches the stream within 10 ms (a person tailing a log sees no delay, and a SIGKILL
     loses at most 10 ms of lines); an orderly exit flushes what is left (atexit). One
     buffer for structlog's lines and the standard library's, so they keep their order.

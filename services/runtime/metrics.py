@@ -5,13 +5,13 @@ until a provider is installed; this module installs them once per process. Metri
 read by Prometheus over HTTP from a scrape endpoint of the process's own (prometheus_client's
 server on a registry of its own, so nothing else registered globally leaks into it). The
 one exception to the API is the server's per-call duration histogram, which is a
-prometheus_client histogram for speed (interceptors.telemetry): the endpoint's registry
+prometheus_client histogram for speed (interceptors.server.telemetry): the endpoint's registry
 collects it beside what the SDK exports.
 
 No span exporter is configured yet, so the process records no spans: its tracer provider
-(interceptors.ids_only_tracer) gives every span real trace and span ids, which log lines carry
-and the client side passes downstream, and nothing else. Exporting traces means installing
-the SDK's TracerProvider here, with a span processor and a sampler.
+(interceptors.server.ids_only_tracer) gives every span real trace and span ids, which log
+lines carry and the client side passes downstream, and nothing else. Exporting traces means
+installing the SDK's TracerProvider here, with a span processor and a sampler.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, start_http_server
 
-from interceptors.ids_only_tracer import IdsOnlyTracerProvider
-from interceptors.telemetry import CALL_DURATION
+from interceptors.server.ids_only_tracer import IdsOnlyTracerProvider
+from interceptors.server.telemetry import CALL_DURATION
 
 
 @dataclass(frozen=True)

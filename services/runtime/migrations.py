@@ -4,6 +4,10 @@ Files are `NNNN_name.sql` in the service's migrations/ folder. Each is applied o
 its own transaction, and recorded with its SHA-256 in `<schema>.schema_migrations`; a file
 changed after it was applied stops the start. A session advisory lock per schema makes
 two processes starting at once apply each file exactly once.
+
+`{schema}` in a file stands for the schema it is applied to, so one file can serve every
+schema that needs the same table (the outbox: services.runtime.events.outbox); such files
+are recorded in a table of their own (`track`), apart from the schema's own migrations.
 """
 
 import hashlib
@@ -32,38 +36,45 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def load_migrations(directory: Path) -> list[Migration]:
+def load_migrations(directory: Path, schema: str | None = None) -> list[Migration]:
+    """The files of `directory`, in order, with {schema} filled in when a schema is given."""
     migrations = []
     for path in sorted(directory.glob("*.sql")):
         match = _FILE_NAME.match(path.name)
         if not match:
             raise MigrationError(f"{path}: migration files are named like 0001_create_users.sql")
-        migrations.append(Migration(int(match[1]), path.name, path.read_text()))
+        sql = path.read_text()
+        if schema is not None:
+            sql = sql.replace("{schema}", schema)
+        migrations.append(Migration(int(match[1]), path.name, sql))
     versions = [m.version for m in migrations]
     if len(set(versions)) != len(versions):
         raise MigrationError(f"{directory}: two migration files share a version number")
     return migrations
 
 
-async def migrate(conn: asyncpg.Connection, *, schema: str, directory: Path) -> list[str]:
-    """Applies what is pending and returns the names applied now."""
-    if not re.fullmatch(r"[a-z_][a-z0-9_]*", schema):
-        raise MigrationError(f"schema name {schema!r} must be a lowercase identifier")
-    migrations = load_migrations(directory)
+async def migrate(
+    conn: asyncpg.Connection, *, schema: str, directory: Path, track: str = "schema_migrations"
+) -> list[str]:
+    """Applies what is pending and returns the names applied now; `track` is the table (in
+    `schema`) that records them."""
+    for name, value in (("schema", schema), ("track", track)):
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", value):
+            raise MigrationError(f"{name} name {value!r} must be a lowercase identifier")
+    migrations = load_migrations(directory, schema)
     lock_key = zlib.crc32(f"nova.migrations.{schema}".encode())
     await conn.execute("SELECT pg_advisory_lock($1)", lock_key)
     try:
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         await conn.execute(
-            f"""CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
+            f"""CREATE TABLE IF NOT EXISTS {schema}.{track} (
                     version integer PRIMARY KEY,
                     name text NOT NULL,
                     checksum text NOT NULL,
                     applied_at timestamptz NOT NULL DEFAULT now())"""
         )
         applied = {
-            row["version"]: row
-            for row in await conn.fetch(f"SELECT * FROM {schema}.schema_migrations")
+            row["version"]: row for row in await conn.fetch(f"SELECT * FROM {schema}.{track}")
         }
         done: list[str] = []
         for migration in migrations:
@@ -78,8 +89,7 @@ async def migrate(conn: asyncpg.Connection, *, schema: str, directory: Path) -> 
             async with conn.transaction():
                 await conn.execute(migration.sql)
                 await conn.execute(
-                    f"INSERT INTO {schema}.schema_migrations (version, name, checksum) "
-                    "VALUES ($1, $2, $3)",
+                    f"INSERT INTO {schema}.{track} (version, name, checksum) VALUES ($1, $2, $3)",
                     migration.version,
                     migration.name,
                     migration.checksum,

@@ -61,8 +61,12 @@ def paginate(
     rows: Sequence[T], page: Page, key: Callable[[T], uuid.UUID]
 ) -> tuple[list[T], page_pb2.PageResponse]:
     """Cuts a page from rows fetched with ``LIMIT page.size + 1``: the extra row only says
-    that another page exists, so the last page never carries a token to an empty one."""
-    if len(rows) <= page.size:
-        return list(rows), page_pb2.PageResponse()
+    that another page exists, so the last page never carries a token to an empty one. The
+    response also carries each kept row's own token (item_tokens), for clients that resume
+    from any item (the gateway's edge cursors)."""
     kept = list(rows[: page.size])
-    return kept, page_pb2.PageResponse(next_page_token=encode_token(key(kept[-1])))
+    tokens = [encode_token(key(row)) for row in kept]
+    more = len(rows) > page.size
+    return kept, page_pb2.PageResponse(
+        next_page_token=tokens[-1] if more else "", item_tokens=tokens
+    )

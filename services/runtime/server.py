@@ -17,20 +17,20 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import metrics, trace
 
-from interceptors.access_log import AccessLog
-from interceptors.auth import Auth
-from interceptors.backpressure import Backpressure
-from interceptors.chain import Chain, Layer
-from interceptors.chained_server import ChainedServer
-from interceptors.deadlines import Deadlines
-from interceptors.errors import ErrorMapping
-from interceptors.request_context import RequestContext
-from interceptors.telemetry import RpcMetrics, Telemetry
+from interceptors.server.access_log import AccessLog
+from interceptors.server.auth import Auth
+from interceptors.server.backpressure import Backpressure
+from interceptors.server.chain import Chain, Layer
+from interceptors.server.chained_server import ChainedServer
+from interceptors.server.deadlines import Deadlines
+from interceptors.server.errors import ErrorMapping
+from interceptors.server.propagated import Propagated
+from interceptors.server.telemetry import RpcMetrics, Telemetry
 from services.runtime.auth import Caller, TokenCodec, current_caller
 from services.runtime.errors import STATUS_BY_ERROR, Unauthenticated
 from services.runtime.logs import ACCESS_LINES
-from services.runtime.server_chain import DEFAULT_CHAIN, ServerChain
-from services.runtime.service import Dependencies, ServiceSpec
+from services.runtime.server_layers import DEFAULT_LAYERS, ServerLayers
+from services.runtime.spec import Dependencies, ServiceSpec
 
 _OPTIONS = [
     # Without this, grpc sets SO_REUSEPORT and a second Nova on the same port would
@@ -43,13 +43,13 @@ _OPTIONS = [
 ]
 
 
-class PortInUse(RuntimeError):
-    pass
+class PortInUse(OSError):
+    """A server cannot listen where it was told to; the message names the setting."""
 
 
 def chained_server(
     tokens: TokenCodec,
-    chain: ServerChain = DEFAULT_CHAIN,
+    layers: ServerLayers = DEFAULT_LAYERS,
     *,
     options: Sequence[tuple[str, Any]] = (),
     tracer_provider: trace.TracerProvider | None = None,
@@ -57,28 +57,28 @@ def chained_server(
 ) -> ChainedServer:
     """A grpc.aio server that runs the chain around every servicer added to it, in front of
     their handlers rather than as a grpc.aio interceptor, which costs more per call
-    (interceptors.chained_server)."""
-    built = build_chain(
-        tokens, chain, tracer_provider=tracer_provider, meter_provider=meter_provider
+    (interceptors.server.chained_server)."""
+    chain = build_chain(
+        tokens, layers, tracer_provider=tracer_provider, meter_provider=meter_provider
     )
-    return ChainedServer(built, aio.server(options=options))
+    return ChainedServer(chain, aio.server(options=options))
 
 
 def build_chain(
     tokens: TokenCodec,
-    chain: ServerChain = DEFAULT_CHAIN,
+    layers: ServerLayers = DEFAULT_LAYERS,
     *,
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
 ) -> Chain:
     """The server chain, running these layers, outermost first (providers: the process's
     unless given). One chain, not one grpc.aio interceptor per layer: grpc.aio awaits each
-    interceptor and rebuilds the handler on every call (see interceptors.chain).
+    interceptor and rebuilds the handler on every call (see interceptors.server.chain).
 
     1. Telemetry: its span is current for every later layer, so their log lines carry its
        trace id, and its duration covers refused calls too.
-    2. Request context: the request id and authorization header, for all that follows; a
-       call sent without a request id takes its trace id as one.
+    2. Propagated: the request id and authorization header, for all that follows (and for
+       calls made downstream); a call sent without a request id takes its trace id as one.
     3. Access log: inside the span and the request context, so its line has their ids; it
        sees every call, refused ones included.
     4. Deadlines, before backpressure: a call refused for its deadline takes no slot and
@@ -92,22 +92,22 @@ def build_chain(
     """
     rpc_metrics = (
         RpcMetrics(metrics.get_meter("nova.server", meter_provider=meter_provider))
-        if chain.telemetry
+        if layers.telemetry
         else None
     )
     rejected = rpc_metrics.rejected if rpc_metrics else _not_counted
-    layers: list[Layer | None] = [
+    built: list[Layer | None] = [
         Telemetry(trace.get_tracer("nova.server", tracer_provider=tracer_provider), rpc_metrics)
         if rpc_metrics
         else None,
-        RequestContext() if chain.request_context else None,
-        AccessLog(current_caller, _caller_id, ACCESS_LINES) if chain.access_log else None,
-        Deadlines(chain.deadlines, rejected) if chain.deadlines else None,
-        Backpressure(chain.backpressure, rejected) if chain.backpressure else None,
+        Propagated() if layers.propagated else None,
+        AccessLog(current_caller, _caller_id, ACCESS_LINES) if layers.access_log else None,
+        Deadlines(layers.deadlines, rejected) if layers.deadlines else None,
+        Backpressure(layers.backpressure, rejected) if layers.backpressure else None,
         ErrorMapping(STATUS_BY_ERROR),
         Auth(tokens.verify, current_caller, Unauthenticated),
     ]
-    return Chain([layer for layer in layers if layer is not None])
+    return Chain([layer for layer in built if layer is not None])
 
 
 def _caller_id(caller: Caller) -> str:
@@ -123,7 +123,7 @@ def freeze_startup_heap() -> None:
 
     A server's heap is mostly what start-up made (modules, grpc, OpenTelemetry, pools),
     and every full collection walked all of it: pauses of 10-30 ms that showed as the p99
-    of refused calls in `nova bench overload` (13 ms, 3 ms once frozen). What start-up
+    of refused calls in `./dev bench overload` (13 ms, 3 ms once frozen). What start-up
     made lives as long as the process anyway.
     """
     gc.freeze()
@@ -147,9 +147,9 @@ async def start_server(
     *,
     host: str,
     port: int,
-    chain: ServerChain = DEFAULT_CHAIN,
+    layers: ServerLayers = DEFAULT_LAYERS,
 ) -> RunningServer:
-    server = chained_server(deps.tokens, chain, options=_OPTIONS)
+    server = chained_server(deps.tokens, layers, options=_OPTIONS)
     spec.add_to_server(server, deps)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -1,8 +1,9 @@
 """SQL for the user service; every method is one transaction and returns plain dataclasses.
 
-Every change also writes its domain event to user_service.outbox in the same transaction
-(services.runtime.events.outbox), so an event exists exactly when its change committed; a
-call that changes nothing (a repeated follow, preferences set to their values) writes none.
+Every change also writes its domain event (built in services.user.events) to
+user_service.outbox in the same transaction (services.runtime.events.outbox), so an event
+exists exactly when its change committed; a call that changes nothing (a repeated follow,
+preferences set to their values) writes none.
 """
 
 import dataclasses
@@ -13,16 +14,13 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from google.protobuf.message import Message
 
-from nova.events.v1 import events_pb2
 from services.runtime.db import Database
 from services.runtime.errors import AlreadyExists, NotFound
 from services.runtime.events import outbox
-from services.runtime.events.envelope import new_event
-from services.runtime.events.model import Event
 from services.runtime.ids import new_id
 from services.runtime.pagination import NEWEST_CURSOR
+from services.user import events
 
 
 @dataclass(frozen=True)
@@ -99,46 +97,6 @@ def _no_user(user_id: uuid.UUID) -> NotFound:
     return NotFound(f"no user with id {user_id}")
 
 
-def _user_event(tenant_id: uuid.UUID, user_id: uuid.UUID, payload: Message) -> Event:
-    """An event whose aggregate is the user who acted (the follower, for a follow), so a
-    consumer receives each user's events in the order their changes committed."""
-    return new_event(
-        tenant_id=tenant_id, aggregate_type="user", aggregate_id=user_id, payload=payload
-    )
-
-
-def _user_created(tenant_id: uuid.UUID, user_id: uuid.UUID, handle: str) -> Event:
-    return _user_event(
-        tenant_id, user_id, events_pb2.UserCreated(user_id=str(user_id), handle=handle)
-    )
-
-
-def _followed(tenant_id: uuid.UUID, follower_id: uuid.UUID, followee_id: uuid.UUID) -> Event:
-    return _user_event(
-        tenant_id,
-        follower_id,
-        events_pb2.Followed(follower_id=str(follower_id), followee_id=str(followee_id)),
-    )
-
-
-def _unfollowed(tenant_id: uuid.UUID, follower_id: uuid.UUID, followee_id: uuid.UUID) -> Event:
-    return _user_event(
-        tenant_id,
-        follower_id,
-        events_pb2.Unfollowed(follower_id=str(follower_id), followee_id=str(followee_id)),
-    )
-
-
-def _preferences_updated(
-    tenant_id: uuid.UUID, user_id: uuid.UUID, changed_fields: list[str]
-) -> Event:
-    return _user_event(
-        tenant_id,
-        user_id,
-        events_pb2.PreferencesUpdated(user_id=str(user_id), changed_fields=changed_fields),
-    )
-
-
 def _changed_fields(before: PreferencesRecord, after: PreferencesRecord) -> list[str]:
     """The preference fields whose value differs, in declaration order: what consumers
     must react to (an update that sets a field to its current value changed nothing)."""
@@ -176,7 +134,7 @@ class UserRepository:
                 if error.constraint_name == "users_email_key":
                     raise AlreadyExists(f"the e-mail {email!r} already has an account") from None
                 raise AlreadyExists(f"the handle {handle!r} is taken; choose another") from None
-            await outbox.append(conn, SCHEMA, [_user_created(tenant_id, user_id, handle)])
+            await outbox.append(conn, SCHEMA, [events.user_created(tenant_id, user_id, handle)])
             row = await conn.fetchrow(
                 _SELECT_USERS + "WHERE u.tenant_id = $1 AND u.id = $3", tenant_id, None, user_id
             )
@@ -295,7 +253,9 @@ class UserRepository:
                 raise _no_user(missing) from None
             if inserted:
                 await self._count_follow(conn, tenant_id, follower_id, followee_id, 1)
-                await outbox.append(conn, SCHEMA, [_followed(tenant_id, follower_id, followee_id)])
+                await outbox.append(
+                    conn, SCHEMA, [events.followed(tenant_id, follower_id, followee_id)]
+                )
             return bool(inserted)
 
     async def unfollow(
@@ -314,7 +274,7 @@ class UserRepository:
             if deleted:
                 await self._count_follow(conn, tenant_id, follower_id, followee_id, -1)
                 await outbox.append(
-                    conn, SCHEMA, [_unfollowed(tenant_id, follower_id, followee_id)]
+                    conn, SCHEMA, [events.unfollowed(tenant_id, follower_id, followee_id)]
                 )
             elif not await self._exists(conn, tenant_id, followee_id):
                 raise _no_user(followee_id)
@@ -455,6 +415,6 @@ class UserRepository:
             changed = _changed_fields(current, updated)
             if changed:
                 await outbox.append(
-                    conn, SCHEMA, [_preferences_updated(tenant_id, user_id, changed)]
+                    conn, SCHEMA, [events.preferences_updated(tenant_id, user_id, changed)]
                 )
         return updated

@@ -1,13 +1,14 @@
-"""Declares the user service to the runtime: its schema, migrations and wiring."""
+"""The user service's SPEC: what the runtime needs to migrate, serve and call it."""
 
 from pathlib import Path
 
 from grpc import aio
 
-from nova.user.v1 import user_pb2_grpc
-from services.runtime.service import Dependencies, ServiceSpec
+from nova.user.v1 import user_pb2, user_pb2_grpc
+from services.runtime.spec import Dependencies, ServiceSpec
+from services.user import events
 from services.user.passwords import Passwords
-from services.user.repository import UserRepository
+from services.user.repository import SCHEMA, UserRepository
 from services.user.servicer import UserServicer
 
 
@@ -20,8 +21,11 @@ def _add_to_server(server: aio.Server, deps: Dependencies) -> None:
 
 SPEC = ServiceSpec(
     name="user",
-    full_name="nova.user.v1.UserService",
-    schema="user_service",
+    service=user_pb2.DESCRIPTOR.services_by_name["UserService"],
+    stub=user_pb2_grpc.UserServiceStub,
+    default_port=50051,
+    schema=SCHEMA,
     migrations=Path(__file__).parent / "migrations",
     add_to_server=_add_to_server,
+    aggregate_types=(events.AGGREGATE,),
 )

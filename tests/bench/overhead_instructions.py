@@ -8,7 +8,8 @@ them. User-space instructions only: system calls (the log's writes) do not show.
 variants one after another: a second valgrind on the same cores changes how many calls
 each event-loop turn serves, and with it the count.
 
-    .venv/bin/python -m tests.bench.overhead_instructions [--calls N] [--rpc R] [variant ...]
+    ./dev bench overhead-instructions [--calls N] [--rpc health|getuser] [variant ...]
+    .venv/bin/python -m tests.bench.overhead_instructions [...]   (the same)
 
 `--rpc getuser` serves UserService/GetUser instead (one indexed row from PostgreSQL:
 NOVA_DATABASE_URL, created as a database of its own, dropped after), so the chain's share of
@@ -18,68 +19,59 @@ natively (no valgrind), from the kernel's accounting.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import grpc
+import click
 import psutil
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from interceptors.chain_interceptor import ChainInterceptor
-from interceptors.compiled import SETTING, in_use
 from nova.user.v1 import user_pb2, user_pb2_grpc
-from services.runtime.auth import TokenCodec
-from services.runtime.bench.overhead import VARIANTS, serve_until_terminated, serving_health
 from services.runtime.db import open_database
 from services.runtime.errors import NotFound
 from services.runtime.ids import DEFAULT_TENANT_ID, new_id
 from services.runtime.logs import FLUSH_SECONDS
-from services.runtime.migrations import migrate
-from services.runtime.server import build_chain, chained_server
-from services.runtime.server_chain import ServerChain
+from services.runtime.process import migrate_services
+from services.runtime.server_layers import ServerLayers
 from services.user.passwords import Passwords
 from services.user.repository import UserRepository
 from services.user.service import SPEC as USER
 from services.user.servicer import UserServicer
+from tests.bench.harness import (
+    BENCH_TOKENS,
+    ERRORS_AND_AUTH,
+    bench_server,
+    serve_until_terminated,
+    serving_health,
+)
+from tests.brokers import free_port
 
-INTERCEPTED = "full, as aio interceptor"
-"""The full chain in grpc.aio's interceptor pipeline instead of in front of the handlers."""
-INTERPRETED = "full, interpreted"
-"""The full chain as plain Python, where the others run compiled (interceptors.compiled)."""
-_BARE = VARIANTS["error mapping + auth"]
-assert _BARE is not None
-_FULL = ServerChain()
-CHAINS: dict[str, ServerChain | None] = {
+_FULL = ServerLayers()
+CHAINS: dict[str, ServerLayers | None] = {
     "none": None,
-    "passthrough": None,  # a grpc.aio interceptor that only calls on
-    "error mapping + auth": _BARE,
-    "+ request context": replace(_BARE, request_context=True),
-    "+ telemetry": replace(_BARE, telemetry=True),
-    "+ access log": replace(_BARE, access_log=True),
-    "+ deadlines": replace(_BARE, deadlines=_FULL.deadlines),
-    "+ backpressure": replace(_BARE, backpressure=_FULL.backpressure),
+    "error mapping + auth": ERRORS_AND_AUTH,
+    "+ propagated": replace(ERRORS_AND_AUTH, propagated=True),
+    "+ telemetry": replace(ERRORS_AND_AUTH, telemetry=True),
+    "+ access log": replace(ERRORS_AND_AUTH, access_log=True),
+    "+ deadlines": replace(ERRORS_AND_AUTH, deadlines=_FULL.deadlines),
+    "+ backpressure": replace(ERRORS_AND_AUTH, backpressure=_FULL.backpressure),
     "full chain": _FULL,
-    INTERCEPTED: _FULL,
-    INTERPRETED: _FULL,
 }
+"""Each optional layer alone on top of the ones that always run, then all of them."""
 _WARMUP_CALLS = 400
 _CONCURRENCY = 8
 _SLOWED_FLUSH_SECONDS = 0.25
@@ -89,43 +81,17 @@ flush would write 1-2 lines, where natively at the same load it writes ~45, and 
 cost (a timer, a join, a write) would be charged to one call instead of to dozens. The
 output shows calls per flush both ways, to check they match."""
 
-if TYPE_CHECKING:
-    # grpc-stubs makes it generic; grpcio's runtime class is not subscriptable.
-    _Interceptor = aio.ServerInterceptor[Any, Any]
-else:
-    _Interceptor = aio.ServerInterceptor
-
-
-class _Passthrough(_Interceptor):
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        details: grpc.HandlerCallDetails,
-    ) -> Any:
-        return await continuation(details)
-
 
 def _serve(variant: str, port: int, log_flush_seconds: float, dsn: str | None) -> None:
     @asynccontextmanager
     async def serving() -> AsyncIterator[int]:
-        tokens = TokenCodec(secret="bench-" + "x" * 40, ttl=timedelta(minutes=5))
-        chain = CHAINS[variant]
-        server: aio.Server
-        if variant == "passthrough":
-            server = aio.server(interceptors=[_Passthrough()])
-        elif variant == INTERCEPTED:
-            server = aio.server(interceptors=[ChainInterceptor(build_chain(tokens, _FULL))])
-        elif chain is not None:
-            server = chained_server(tokens, chain)
-        else:
-            server = aio.server()
+        server = bench_server(CHAINS[variant])
         if dsn is None:
             async with serving_health(server, f"127.0.0.1:{port}"):
                 yield port
             return
         async with open_database(dsn, size=4, acquire_timeout_ms=1000) as db:
-            async with db.connection() as conn:
-                await migrate(conn, schema=USER.schema, directory=USER.migrations)
+            await migrate_services(db, [USER])
             repository = UserRepository(db)
             if await _user_exists(repository) is None:
                 await repository.create_user(
@@ -136,7 +102,7 @@ def _serve(variant: str, port: int, log_flush_seconds: float, dsn: str | None) -
                     password_hash="not-a-hash",
                     display_name=_HANDLE,
                 )
-            servicer = UserServicer(repository, Passwords("insecure-fast"), tokens)
+            servicer = UserServicer(repository, Passwords("insecure-fast"), BENCH_TOKENS)
             user_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)
             server.add_insecure_port(f"127.0.0.1:{port}")
             await server.start()
@@ -177,22 +143,12 @@ async def _call(port: int, calls: int, rpc: str = "health") -> None:
         await asyncio.gather(*(caller(calls // _CONCURRENCY) for _ in range(_CONCURRENCY)))
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @dataclass(frozen=True)
 class Measured:
     thousands: float
     """Thousands of instructions per call."""
     rate: float
     """Calls per second while they were counted, under callgrind."""
-
-
-def _server_env(variant: str) -> dict[str, str]:
-    return {**os.environ, SETTING: "0"} if variant == INTERPRETED else dict(os.environ)
 
 
 @dataclass(frozen=True)
@@ -227,13 +183,13 @@ def _rate(port: int, calls: int, target: Target) -> float:
 def native_rate(variant: str, calls: int, target: Target) -> tuple[float, float]:
     """Calls per second of `variant`'s server with this client, without valgrind, and the
     server's CPU time per call (µs, user + system)."""
-    port = _free_port()
+    port = free_port()
     command = _server_command(variant, port, FLUSH_SECONDS, target)
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=_server_env(variant))
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
         if server.stdout.readline().strip() != "ready":
-            raise SystemExit(f"the {variant!r} server did not start")
+            raise click.ClickException(f"the {variant!r} server did not start")
         asyncio.run(_call(port, _WARMUP_CALLS, target.rpc))
         process = psutil.Process(server.pid)
         before = process.cpu_times()
@@ -250,7 +206,7 @@ def measure(
     variant: str, calls: int, workdir: Path, flush_seconds: float, target: Target
 ) -> Measured:
     """What `variant`'s server runs per call, under callgrind."""
-    port = _free_port()
+    port = free_port()
     out = workdir / f"callgrind.{abs(hash(variant))}"
     server = subprocess.Popen(
         [
@@ -263,12 +219,11 @@ def measure(
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        env=_server_env(variant),
     )
     try:
         assert server.stdout is not None
         if server.stdout.readline().strip() != "ready":
-            raise SystemExit(f"the {variant!r} server did not start under valgrind")
+            raise click.ClickException(f"the {variant!r} server did not start under valgrind")
         asyncio.run(_call(port, _WARMUP_CALLS, target.rpc))
         control = ["callgrind_control"]
         subprocess.run([*control, "-i", "on", str(server.pid)], check=True, capture_output=True)
@@ -306,44 +261,65 @@ async def _drop_database(url: str, name: str) -> None:
         await admin.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variants", nargs="*", choices=[*CHAINS, []], help="all when none")
-    parser.add_argument("--calls", type=int, default=1000)
-    parser.add_argument("--rpc", choices=["health", "getuser"], default="health")
-    parser.add_argument(
-        "--log-flush-seconds",
-        type=float,
-        default=_SLOWED_FLUSH_SECONDS,
-        help=f"the servers' log flush interval under callgrind (default {_SLOWED_FLUSH_SECONDS})",
-    )
-    parser.add_argument("--serve", help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--dsn", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve:
-        _serve(args.serve, args.port, args.log_flush_seconds, args.dsn)
+@click.command(name="overhead-instructions")
+@click.argument("variants", nargs=-1, type=click.Choice(list(CHAINS)))
+@click.option(
+    "--calls",
+    type=click.IntRange(min=_CONCURRENCY),
+    default=1000,
+    show_default=True,
+    help=f"Calls counted per variant, from {_CONCURRENCY} concurrent callers.",
+)
+@click.option(
+    "--rpc",
+    type=click.Choice(["health", "getuser"]),
+    default="health",
+    show_default=True,
+    help="Health/Check, or UserService/GetUser against NOVA_DATABASE_URL.",
+)
+@click.option(
+    "--log-flush-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_SLOWED_FLUSH_SECONDS,
+    show_default=True,
+    help="The servers' log flush interval under callgrind.",
+)
+@click.option("--serve", hidden=True, help="Run as the server of this variant.")
+@click.option("--port", type=int, default=0, hidden=True)
+@click.option("--dsn", hidden=True)
+def command(
+    variants: tuple[str, ...],
+    calls: int,
+    rpc: str,
+    log_flush_seconds: float,
+    serve: str | None,
+    port: int,
+    dsn: str | None,
+) -> None:
+    """CPU instructions per call of the server chain, layer by layer, under callgrind
+    (needs valgrind); all variants when none is named."""
+    if serve:
+        _serve(serve, port, log_flush_seconds, dsn)
         return
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
-        raise SystemExit("this benchmark needs valgrind (apt install valgrind)")
-    target = Target(args.rpc)
+        raise click.ClickException("this benchmark needs valgrind (apt install valgrind)")
+    target = Target(rpc)
     database = f"nova_bench_{os.getpid()}"
     url = os.environ.get("NOVA_DATABASE_URL")
-    if args.rpc == "getuser":
+    if rpc == "getuser":
         if not url:
-            raise SystemExit("--rpc getuser needs NOVA_DATABASE_URL (a PostgreSQL to use)")
-        target = Target(args.rpc, asyncio.run(_create_database(url, database)))
-    flush = args.log_flush_seconds
-    how = "compiled (mypyc)" if in_use() else "plain Python: no build of the current source"
-    print(f"the interceptors run {how}, except in {INTERPRETED!r}; rpc: {args.rpc}")
+            raise click.ClickException("--rpc getuser needs NOVA_DATABASE_URL (a PostgreSQL)")
+        target = Target(rpc, asyncio.run(_create_database(url, database)))
+    flush = log_flush_seconds
+    click.echo(f"rpc: {rpc}, {calls} calls counted per variant")
     try:
         with tempfile.TemporaryDirectory() as workdir:
             base: float | None = None
-            for variant in args.variants or list(CHAINS):
-                counted = measure(variant, args.calls, Path(workdir), flush, target)
-                native, cpu_us = native_rate(variant, args.calls, target)
+            for variant in variants or list(CHAINS):
+                counted = measure(variant, calls, Path(workdir), flush, target)
+                native, cpu_us = native_rate(variant, calls, target)
                 base = counted.thousands if base is None else base
-                print(
+                click.echo(
                     f"{variant:24s} {counted.thousands:7.1f}k instructions per call  "
                     f"{counted.thousands / base:5.2f}x   {cpu_us:6.1f} µs CPU per call natively   "
                     f"calls per log flush: "
@@ -357,4 +333,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    command()

@@ -1,6 +1,6 @@
 """`nova events …` as people run it: the audit log, dead letters and their replay, rewinding
 a group, and clear errors for bad input, against a database of its own; and
-`nova bench events` end to end, briefly (the real run is minutes long)."""
+`./dev bench events` end to end, briefly (the real run is minutes long)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from click.testing import CliRunner
 
 from nova.events.v1 import events_pb2
 from services.audit.consumer import record
-from services.runtime.app import migrate_services
-from services.runtime.bench import events as events_bench
+from services.registry import REGISTRY
 from services.runtime.db import open_database
 from services.runtime.events.dead_letters import record_dead_letter
 from services.runtime.events.envelope import new_event
 from services.runtime.events.model import Delivery
-from services.runtime.registry import CONSUMERS, SERVICES
+from services.runtime.process import migrate_services
+from tests.bench import events as events_bench
 from tests.conftest import fresh_database
 
 NOVA = str(Path(sys.executable).parent / "nova")
@@ -41,7 +41,7 @@ async def events_database(server_url: str) -> AsyncIterator[str]:
 
 async def _populate(url: str) -> None:
     async with open_database(url, size=2, acquire_timeout_ms=5000) as db:
-        await migrate_services(db, SERVICES.values(), CONSUMERS.values())
+        await migrate_services(db, REGISTRY.services.values(), REGISTRY.consumers.values())
         post = uuid.uuid4()
         audited = new_event(
             tenant_id=TENANT,

@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 
 from gateway.settings import DEFAULT_PORT as DEFAULT_GATEWAY_PORT
-from services.runtime.config import DEFAULT_PORTS
-from services.runtime.registry import SERVICES
+from services.registry import REGISTRY
 
 pytestmark = pytest.mark.e2e
 
@@ -61,8 +60,8 @@ def nova_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NovaUp]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOVA_")}
     # The default ports are the point of this test; only a developer's own running Nova
     # (never CI) makes us move aside.
-    for name in SERVICES:
-        if not _port_free(DEFAULT_PORTS[name]):
+    for name in REGISTRY.services:
+        if not _port_free(REGISTRY.default_ports[name]):
             env[f"NOVA_{name.upper()}_PORT"] = str(_free_port())
     if not _port_free(DEFAULT_GATEWAY_PORT):
         env["NOVA_GATEWAY_PORT"] = str(_free_port())
@@ -118,10 +117,10 @@ def grpcurl(*args: str) -> str:
 
 
 def test_every_service_is_listed_by_reflection(nova_up: NovaUp) -> None:
-    assert set(nova_up.endpoints) == set(SERVICES)
+    assert set(nova_up.endpoints) == set(REGISTRY.services)
     for name, address in nova_up.endpoints.items():
         listed = grpcurl(address, "list").split()
-        assert SERVICES[name].full_name in listed
+        assert REGISTRY.services[name].full_name in listed
         assert "grpc.health.v1.Health" in listed
 
 

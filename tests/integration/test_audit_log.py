@@ -12,7 +12,6 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from nova.events.v1 import events_pb2
-from services import audit
 from services.audit import consumer as audit_consumer
 from services.audit.repository import (
     AuditCursor,
@@ -21,13 +20,16 @@ from services.audit.repository import (
     list_entries,
     list_sql,
 )
+from services.audit.service import SPEC as AUDIT
+from services.registry import REGISTRY
 from services.runtime.db import Database
 from services.runtime.errors import InvalidArgument
 from services.runtime.events.consumer import Consumer, ConsumerSettings
 from services.runtime.events.envelope import new_event
-from services.runtime.events.model import ALL_TOPICS, Event
+from services.runtime.events.model import Event
 from services.runtime.events.pglog import PostgresLog
-from services.runtime.service import Dependencies
+from services.runtime.process import migrate_services
+from services.runtime.spec import Dependencies
 from tests.integration.test_client_fakes import Metrics
 from tests.integration.test_event_consumers import run_until
 
@@ -36,7 +38,7 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 async def db(deps: Dependencies) -> Database:
-    await audit.migrate(deps.db)
+    await migrate_services(deps.db, [], [AUDIT])
     return deps.db
 
 
@@ -54,6 +56,7 @@ async def _consume(db: Database, events_published: int, group: str, metrics: Met
     consumer = audit_consumer.build_consumer(
         PostgresLog(db),
         db,
+        REGISTRY.topics,
         group=group,
         settings=ConsumerSettings(batch_size=50, fetch_timeout_seconds=0.1),
         meter=metrics.meter,
@@ -105,7 +108,7 @@ async def history(db: Database) -> dict[str, object]:
     log = PostgresLog(db)
     async with db.connection() as conn:
         since = await conn.fetchval("SELECT clock_timestamp()")
-    await log.rewind(group, ALL_TOPICS, since)
+    await log.rewind(group, REGISTRY.topics, since)
     async with log.publisher() as publisher:
         await publisher.publish(list(events.values()))
         await publisher.publish([events["liked"]])  # delivered twice

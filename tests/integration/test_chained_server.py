@@ -9,8 +9,8 @@ import grpc
 import pytest
 from grpc import aio
 
-from interceptors.chain import Call, Chain, Method
-from interceptors.chained_server import ChainedServer
+from interceptors.server.chain import Call, Chain, Method
+from interceptors.server.chained_server import ChainedServer
 
 
 class Noting:

@@ -13,11 +13,11 @@ import pytest
 from grpc import aio
 from structlog.testing import capture_logs
 
-from interceptors.breaker import BreakerSettings, CircuitOpen
-from interceptors.channel_pool import PoolSettings
-from interceptors.retry import RetrySettings
+from interceptors.client.breaker import BreakerSettings, CircuitOpen
+from interceptors.client.channel_pool import PoolSettings
+from interceptors.client.retry import RetrySettings
+from interceptors.client.stack import ClientSettings, connect, reads
 from nova.user.v1 import user_pb2, user_pb2_grpc
-from services.runtime.clients import ClientSettings, connect, reads
 from tests.integration.test_client_fakes import USER_SERVICE, Failure, Metrics, replica
 
 GET = user_pb2.GetUserRequest(handle="grace")

@@ -20,7 +20,7 @@ from grpc import aio
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
-from interceptors.breaker import PUSHBACK_KEY
+from interceptors.context import PUSHBACK_KEY
 from nova.user.v1 import user_pb2
 
 USER_SERVICE = user_pb2.DESCRIPTOR.services_by_name["UserService"]

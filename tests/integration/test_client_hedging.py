@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from interceptors.channel_pool import PoolSettings
-from interceptors.hedging import HedgingSettings
-from interceptors.retry import BudgetSettings
+from interceptors.client.channel_pool import PoolSettings
+from interceptors.client.hedging import HedgingSettings
+from interceptors.client.retry import BudgetSettings
+from interceptors.client.stack import Client, ClientSettings, connect, reads
 from nova.user.v1 import user_pb2, user_pb2_grpc
-from services.runtime.clients import Client, ClientSettings, connect, reads
 from tests.integration.test_client_fakes import USER_SERVICE, FakeUsers, Metrics, replica
 
 GET = user_pb2.GetUserRequest(handle="grace")

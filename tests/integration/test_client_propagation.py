@@ -13,8 +13,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from interceptors import context
+from interceptors.client.stack import connect
 from nova.user.v1 import user_pb2, user_pb2_grpc
-from services.runtime.clients import connect
 from tests.integration.test_client_fakes import replica
 
 GET = user_pb2.GetUserRequest(handle="grace")

@@ -8,10 +8,10 @@ import grpc
 import pytest
 from grpc import aio
 
-from interceptors.breaker import BreakerSettings, CircuitOpen
-from interceptors.retry import BudgetSettings, RetrySettings
+from interceptors.client.breaker import BreakerSettings, CircuitOpen
+from interceptors.client.retry import BudgetSettings, RetrySettings
+from interceptors.client.stack import ClientSettings, connect, reads
 from nova.user.v1 import user_pb2, user_pb2_grpc
-from services.runtime.clients import ClientSettings, connect, reads
 from tests.integration.test_client_fakes import USER_SERVICE, Failure, replica
 
 GET = user_pb2.GetUserRequest(handle="grace")

@@ -7,10 +7,10 @@ import asyncio
 import pytest
 from grpc import aio
 
-from interceptors.channel_pool import PoolSettings
+from interceptors.client.channel_pool import PoolSettings
+from interceptors.client.stack import ClientSettings, connect, reads
 from nova.user.v1 import user_pb2, user_pb2_grpc
-from services.runtime.bench.loadgen import Load, generate
-from services.runtime.clients import ClientSettings, connect, reads
+from tests.bench.loadgen import Load, generate
 from tests.integration.test_client_fakes import USER_SERVICE, replica
 
 GET = user_pb2.GetUserRequest(handle="grace")

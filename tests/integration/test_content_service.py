@@ -12,7 +12,7 @@ from grpc import aio
 
 from nova.common.v1 import page_pb2
 from nova.content.v1 import content_pb2, content_pb2_grpc
-from services.runtime.service import Dependencies
+from services.runtime.spec import Dependencies
 from tests.conftest import SignedIn, SignUp, status_of
 
 if TYPE_CHECKING:

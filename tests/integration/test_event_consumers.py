@@ -20,19 +20,16 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from nova.events.v1 import events_pb2
+from services.registry import REGISTRY
 from services.runtime.db import Database
 from services.runtime.errors import InvalidArgument, NotFound
-from services.runtime.events.consumer import (
-    Consumer,
-    ConsumerSettings,
-    PostgresHandler,
-    RedisHandler,
-)
+from services.runtime.events.consumer import Consumer, ConsumerSettings
 from services.runtime.events.dead_letters import list_dead_letters, replay_dead_letters
+from services.runtime.events.effects import PostgresHandler, RedisHandler
 from services.runtime.events.envelope import new_event
-from services.runtime.events.model import ALL_TOPICS, Event
+from services.runtime.events.model import Event
 from services.runtime.events.pglog import PostgresLog
-from services.runtime.service import Dependencies
+from services.runtime.spec import Dependencies
 from tests.brokers import free_port
 from tests.integration.test_client_fakes import Metrics
 
@@ -151,10 +148,10 @@ async def test_every_event_has_one_effect_and_positions_are_committed(
 ) -> None:
     group, metrics, tenant = _group("once"), Metrics(), uuid.uuid4()
     posts = [_post_created(tenant) for _ in range(5)]
-    await log.rewind(group, ALL_TOPICS, await _now(effects))
+    await log.rewind(group, REGISTRY.topics, await _now(effects))
     await _publish(log, [*posts[:2], _user_created(tenant), *posts[2:]])
 
-    first = Consumer(group, log, effects, settings=FAST, meter=metrics.meter)
+    first = Consumer(group, log, effects, REGISTRY.topics, settings=FAST, meter=metrics.meter)
     first.on("PostCreated", _recording(group))
     await run_until(first, lambda: _seen(first) == 6)
 
@@ -168,7 +165,7 @@ async def test_every_event_has_one_effect_and_positions_are_committed(
     # A restarted consumer continues after the committed batch, skipped event included.
     later = _post_created(tenant)
     await _publish(log, [later])
-    second = Consumer(group, log, effects, settings=FAST)
+    second = Consumer(group, log, effects, REGISTRY.topics, settings=FAST)
     second.on("PostCreated", _recording(group))
     await run_until(second, lambda: _seen(second) >= 1)
     assert (second.stats.processed, second.stats.duplicates, second.stats.skipped) == (1, 0, 0)
@@ -181,18 +178,18 @@ async def test_an_event_delivered_again_has_no_second_effect(
     group, metrics, tenant = _group("dup"), Metrics(), uuid.uuid4()
     one, two = _post_created(tenant), _post_created(tenant)
     since = await _now(effects)
-    await log.rewind(group, ALL_TOPICS, since)
+    await log.rewind(group, REGISTRY.topics, since)
     await _publish(log, [one, two], [one])  # the relay published `one` twice
 
-    consumer = Consumer(group, log, effects, settings=FAST, meter=metrics.meter)
+    consumer = Consumer(group, log, effects, REGISTRY.topics, settings=FAST, meter=metrics.meter)
     consumer.on("PostCreated", _recording(group))
     await run_until(consumer, lambda: _seen(consumer) == 3)
     assert await _effects(effects, group) == {one.event_id: 1, two.event_id: 1}
     assert metrics.points("nova.events.duplicates") == [({"group": group}, 1)]
 
     # Rewound, the group reads all three deliveries again: no effect, three duplicates.
-    await log.rewind(group, ALL_TOPICS, since)
-    again = Consumer(group, log, effects, settings=FAST, meter=metrics.meter)
+    await log.rewind(group, REGISTRY.topics, since)
+    again = Consumer(group, log, effects, REGISTRY.topics, settings=FAST, meter=metrics.meter)
     again.on("PostCreated", _recording(group))
     await run_until(again, lambda: _seen(again) == 3)
     assert again.stats.processed == 0
@@ -217,9 +214,9 @@ async def test_a_handler_that_fails_twice_then_succeeds_has_one_effect(
         if len(calls) <= 2:
             raise RuntimeError("the downstream hiccuped")
 
-    await log.rewind(group, ALL_TOPICS, await _now(effects))
+    await log.rewind(group, REGISTRY.topics, await _now(effects))
     await _publish(log, [event])
-    consumer = Consumer(group, log, effects, settings=FAST, meter=metrics.meter)
+    consumer = Consumer(group, log, effects, REGISTRY.topics, settings=FAST, meter=metrics.meter)
     consumer.on("PostCreated", flaky)
     await run_until(consumer, lambda: _seen(consumer) == 1)
 
@@ -247,7 +244,7 @@ async def test_a_poison_event_is_dead_lettered_and_replayed_once_fixed(
 
     since = await _now(effects)
     for group in (failing, healthy):
-        await log.rewind(group, ALL_TOPICS, since)
+        await log.rewind(group, REGISTRY.topics, since)
     # The poison event comes twice before anyone replays it: still one dead letter.
     await _publish(log, [first, poison, last], [poison])
 
@@ -255,9 +252,11 @@ async def test_a_poison_event_is_dead_lettered_and_replayed_once_fixed(
     settings = ConsumerSettings(
         batch_size=10, fetch_timeout_seconds=0.1, max_attempts=3, retry_backoff_seconds=0.01
     )
-    consumer = Consumer(failing, log, effects, settings=settings, meter=metrics.meter)
+    consumer = Consumer(
+        failing, log, effects, REGISTRY.topics, settings=settings, meter=metrics.meter
+    )
     consumer.on("PostCreated", picky)
-    other = Consumer(healthy, log, effects, settings=settings)
+    other = Consumer(healthy, log, effects, REGISTRY.topics, settings=settings)
     other.on("PostCreated", _recording(healthy))
     await asyncio.gather(
         run_until(consumer, lambda: _seen(consumer) == 4),
@@ -292,9 +291,13 @@ async def test_a_poison_event_is_dead_lettered_and_replayed_once_fixed(
         assert await replay_dead_letters(effects, publisher, group=failing) == []
 
     metrics_after = Metrics()
-    fixed = Consumer(failing, log, effects, settings=settings, meter=metrics_after.meter)
+    fixed = Consumer(
+        failing, log, effects, REGISTRY.topics, settings=settings, meter=metrics_after.meter
+    )
     fixed.on("PostCreated", picky)
-    other_again = Consumer(healthy, log, effects, settings=settings, meter=metrics_after.meter)
+    other_again = Consumer(
+        healthy, log, effects, REGISTRY.topics, settings=settings, meter=metrics_after.meter
+    )
     other_again.on("PostCreated", _recording(healthy))
     await asyncio.gather(
         run_until(fixed, lambda: _seen(fixed) == 1),
@@ -345,7 +348,7 @@ async def test_redis_effects_drop_duplicates_and_failed_attempts(
     group, metrics, tenant = _group("redis"), Metrics(), uuid.uuid4()
     one, two = _post_created(tenant), _post_created(tenant)
     since = await _now(effects)
-    await log.rewind(group, ALL_TOPICS, since)
+    await log.rewind(group, REGISTRY.topics, since)
     await _publish(log, [one, two], [one])
     settings = ConsumerSettings(
         batch_size=10,
@@ -355,7 +358,13 @@ async def test_redis_effects_drop_duplicates_and_failed_attempts(
     )
     try:
         consumer = Consumer(
-            group, log, effects, redis=redis_client, settings=settings, meter=metrics.meter
+            group,
+            log,
+            effects,
+            REGISTRY.topics,
+            redis=redis_client,
+            settings=settings,
+            meter=metrics.meter,
         )
         # The first attempt queues INCR and SADD and then fails: nothing of it may apply.
         consumer.on_redis("PostCreated", _counting(group, fail_first=1))
@@ -366,8 +375,10 @@ async def test_redis_effects_drop_duplicates_and_failed_attempts(
         ttl = await redis_client.ttl(f"nova:processed:{group}:{one.event_id}")
         assert 3500 < ttl <= 3600
 
-        await log.rewind(group, ALL_TOPICS, since)
-        again = Consumer(group, log, effects, redis=redis_client, settings=settings)
+        await log.rewind(group, REGISTRY.topics, since)
+        again = Consumer(
+            group, log, effects, REGISTRY.topics, redis=redis_client, settings=settings
+        )
         again.on_redis("PostCreated", _counting(group))
         await run_until(again, lambda: _seen(again) == 3)
         assert (again.stats.processed, again.stats.duplicates) == (0, 3)
@@ -386,15 +397,15 @@ async def test_a_redis_command_failing_inside_exec_is_dead_lettered_at_once(
         pipe.sadd(f"test:{group}:set", "x")
         pipe.incr(f"test:{group}:set")  # WRONGTYPE, found only when EXEC runs it
 
-    await log.rewind(group, ALL_TOPICS, await _now(effects))
+    await log.rewind(group, REGISTRY.topics, await _now(effects))
     await _publish(log, [event])
     try:
-        consumer = Consumer(group, log, effects, redis=redis_client, settings=FAST)
+        consumer = Consumer(group, log, effects, REGISTRY.topics, redis=redis_client, settings=FAST)
         consumer.on_redis("PostCreated", wrong_type)
         await run_until(consumer, lambda: _seen(consumer) == 1)
         [letter] = await list_dead_letters(effects, group)
         assert letter.attempts == 1, "a retry would only find the marker"
-        assert letter.error.startswith("_NotRetryable: Redis ran the transaction but 1 command")
+        assert letter.error.startswith("NotRetryable: Redis ran the transaction but 1 command")
         assert "WRONGTYPE" in letter.error
         assert await redis_client.exists(f"nova:processed:{group}:{event.event_id}") == 1
     finally:
@@ -406,11 +417,11 @@ async def test_an_unreachable_redis_aborts_the_batch_instead_of_dead_lettering(
 ) -> None:
     group, tenant = _group("outage"), uuid.uuid4()
     event = _post_created(tenant)
-    await log.rewind(group, ALL_TOPICS, await _now(effects))
+    await log.rewind(group, REGISTRY.topics, await _now(effects))
     await _publish(log, [event])
     down = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
     try:
-        broken = Consumer(group, log, effects, redis=down, settings=FAST)
+        broken = Consumer(group, log, effects, REGISTRY.topics, redis=down, settings=FAST)
         broken.on_redis("PostCreated", _counting(group))
         stop = asyncio.Event()
         task = asyncio.create_task(broken.run(stop))
@@ -422,7 +433,7 @@ async def test_an_unreachable_redis_aborts_the_batch_instead_of_dead_lettering(
         assert await list_dead_letters(effects, group) == []
 
         # Nothing was committed: with Redis back, the event is processed.
-        healed = Consumer(group, log, effects, redis=redis_client, settings=FAST)
+        healed = Consumer(group, log, effects, REGISTRY.topics, redis=redis_client, settings=FAST)
         healed.on_redis("PostCreated", _counting(group))
         await run_until(healed, lambda: _seen(healed) == 1)
         assert healed.stats.processed == 1

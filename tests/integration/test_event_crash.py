@@ -27,11 +27,11 @@ import pytest
 
 from services.audit.consumer import GROUP
 from services.content.repository import ContentRepository
-from services.runtime.app import migrate_services
+from services.registry import REGISTRY
 from services.runtime.db import Database, open_database
-from services.runtime.events.model import ALL_TOPICS
+from services.runtime.events.settings import EventSettings
 from services.runtime.events.transports import open_transport
-from services.runtime.registry import CONSUMERS, SERVICES
+from services.runtime.process import migrate_services
 from services.user.repository import UserRepository
 from tests.conftest import fresh_database
 
@@ -158,7 +158,7 @@ async def _settled(db: Database, tenant: uuid.UUID, expected: int) -> tuple[int,
                     await conn.fetchval(
                         f"SELECT count(*) FROM {spec.schema}.outbox WHERE sent_at IS NULL"
                     )
-                    for spec in SERVICES.values()
+                    for spec in REGISTRY.services.values()
                 ]
             )
             tally = await conn.fetchval(
@@ -185,9 +185,9 @@ async def _settled(db: Database, tenant: uuid.UUID, expected: int) -> tuple[int,
 async def _published_ids(db: Database, kafka: str | None, ours: set[uuid.UUID]) -> set[uuid.UUID]:
     """Which of `ours` the transport holds (read from the beginning by a new group)."""
     seen: set[uuid.UUID] = set()
-    async with open_transport(db, kafka) as transport:
+    async with open_transport(db, EventSettings(kafka_bootstrap=kafka)) as transport:
         group = f"crash-check-{uuid.uuid4().hex[:8]}"
-        async with transport.subscribe(group, ALL_TOPICS) as subscription:
+        async with transport.subscribe(group, REGISTRY.topics) as subscription:
             for _ in range(200):
                 deliveries = await subscription.fetch(5000, 0.5)
                 seen.update(d.event.event_id for d in deliveries if d.event.event_id in ours)
@@ -221,7 +221,7 @@ async def _crash_test(crash_database: str, tmp_path: Path, *, kafka: str | None)
     if kafka is not None:
         env["NOVA_KAFKA_BOOTSTRAP"] = kafka
     async with open_database(crash_database, size=12, acquire_timeout_ms=10_000) as db:
-        await migrate_services(db, SERVICES.values(), CONSUMERS.values())
+        await migrate_services(db, REGISTRY.services.values(), REGISTRY.consumers.values())
         workers = [
             Worker(["relay"], env, tmp_path / "relay.log"),
             Worker(["events", "consume", "--group", GROUP], env, tmp_path / "consumer.log"),
@@ -241,7 +241,7 @@ async def _crash_test(crash_database: str, tmp_path: Path, *, kafka: str | None)
         async with db.connection() as conn:
             ours = {
                 row["event_id"]
-                for spec in SERVICES.values()
+                for spec in REGISTRY.services.values()
                 for row in await conn.fetch(
                     f"SELECT event_id FROM {spec.schema}.outbox WHERE tenant_id = $1", tenant
                 )

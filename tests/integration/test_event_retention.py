@@ -11,7 +11,7 @@ from services.runtime.events.model import Event
 from services.runtime.events.pglog import PostgresLog
 from services.runtime.events.retention import prune
 from services.runtime.ids import DEFAULT_TENANT_ID
-from services.runtime.service import Dependencies
+from services.runtime.spec import Dependencies
 
 
 def _event() -> Event:

@@ -19,25 +19,28 @@ from datetime import UTC, datetime
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from nova.events.v1 import events_pb2
+from services.registry import REGISTRY
 from services.runtime.events.envelope import new_event
 from services.runtime.events.kafka import KafkaTransport
 from services.runtime.events.model import (
-    ALL_TOPICS,
     Delivery,
     Event,
     GroupActiveError,
     Subscription,
     Transport,
+    topic_for,
 )
 from services.runtime.events.pglog import PostgresLog
+from services.runtime.events.settings import EventSettings
 from services.runtime.events.transports import KafkaUnavailableError, open_transport
 from services.runtime.ids import DEFAULT_TENANT_ID
-from services.runtime.service import Dependencies
+from services.runtime.spec import Dependencies
 from tests.brokers import free_port
 
-POST_TOPIC = ALL_TOPICS[1]
+POST_TOPIC = topic_for("post")
 
 
 EXTERNAL_KAFKA = bool(os.environ.get("NOVA_TEST_KAFKA_BOOTSTRAP"))
@@ -156,7 +159,7 @@ async def test_two_groups_each_get_every_event(transport: Transport) -> None:
     await _publish(transport, events)
 
     async def read_all(group: str) -> list[Event]:
-        async with transport.subscribe(group, ALL_TOPICS) as subscription:
+        async with transport.subscribe(group, REGISTRY.topics) as subscription:
             ours, _ = await _read(subscription, events)
             return [delivery.event for delivery in ours]
 
@@ -261,9 +264,9 @@ async def test_log_fetch_wakes_on_publish_without_waiting_for_the_recheck(
 ) -> None:
     log = PostgresLog(deps.db)
     group = _group("wake")
-    await log.rewind(group, ALL_TOPICS, datetime.now(UTC))
+    await log.rewind(group, REGISTRY.topics, datetime.now(UTC))
     events = _likes(1)
-    async with log.subscribe(group, ALL_TOPICS) as subscription:
+    async with log.subscribe(group, REGISTRY.topics) as subscription:
         waiting = asyncio.create_task(subscription.fetch(100, 5.0))
         await asyncio.sleep(0.2)
         published = time.monotonic()
@@ -309,7 +312,7 @@ async def test_log_second_member_of_a_group_waits_and_takes_over_from_the_commit
 async def test_log_concurrent_publishers_never_make_a_reader_skip(deps: Dependencies) -> None:
     log = PostgresLog(deps.db)
     group = _group("race")
-    await log.rewind(group, ALL_TOPICS, datetime.now(UTC))
+    await log.rewind(group, REGISTRY.topics, datetime.now(UTC))
     streams = [_likes(200) for _ in range(4)]
     everything = [event for stream in streams for event in stream]
 
@@ -318,7 +321,7 @@ async def test_log_concurrent_publishers_never_make_a_reader_skip(deps: Dependen
             for start in range(0, len(stream), 3):
                 await publisher.publish(stream[start : start + 3])
 
-    async with log.subscribe(group, ALL_TOPICS) as subscription:
+    async with log.subscribe(group, REGISTRY.topics) as subscription:
         reading = asyncio.create_task(_read(subscription, everything))
         await asyncio.gather(*(publish(stream) for stream in streams))
         ours, _ = await reading
@@ -335,10 +338,22 @@ async def test_log_concurrent_publishers_never_make_a_reader_skip(deps: Dependen
 async def test_open_transport_picks_kafka_when_configured_and_postgres_otherwise(
     deps: Dependencies, kafka_bootstrap: str
 ) -> None:
-    async with open_transport(deps.db, None) as transport:
+    async with open_transport(deps.db, EventSettings()) as transport:
         assert transport.name == "postgres"
-    async with open_transport(deps.db, kafka_bootstrap, kafka_partitions=2) as transport:
+    settings = EventSettings(kafka_bootstrap=kafka_bootstrap, kafka_partitions=2)
+    async with open_transport(deps.db, settings) as transport:
         assert transport.name == "kafka"
+        # NOVA_KAFKA_PARTITIONS reaches the topics the transport creates.
+        assert isinstance(transport, KafkaTransport)
+        topic = f"nova.partitions_{uuid.uuid4().hex[:8]}.v1"
+        await transport.ensure_topics([topic])
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            (described,) = await admin.describe_topics([topic])
+            assert len(described["partitions"]) == 2
+        finally:
+            await admin.close()
 
 
 async def test_open_transport_says_what_to_do_when_kafka_is_unreachable(
@@ -346,5 +361,5 @@ async def test_open_transport_says_what_to_do_when_kafka_is_unreachable(
 ) -> None:
     address = f"127.0.0.1:{free_port()}"
     with pytest.raises(KafkaUnavailableError, match="NOVA_KAFKA_BOOTSTRAP"):
-        async with open_transport(deps.db, address):
+        async with open_transport(deps.db, EventSettings(kafka_bootstrap=address)):
             pass

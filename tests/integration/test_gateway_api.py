@@ -8,7 +8,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +17,10 @@ import jwt
 import pytest
 
 from gateway.app import GatewayApp, build_app
-from gateway.clients import RpcCounter, open_clients
+from gateway.clients import RpcCounter, Target, open_clients
 from gateway.persisted_queries import sha256
-from gateway.server import serve_gateway
+from gateway.server import GatewayPortInUse, serve_gateway
 from gateway.settings import GatewaySettings
-from services.runtime.server import PortInUse
 from tests.conftest import SignUp
 
 ME = "{ viewer { id handle displayName email followerCount isFollowedByViewer } }"
@@ -47,9 +46,9 @@ class Client:
 
 
 async def open_client(
-    addresses: dict[str, str], settings: GatewaySettings
+    targets: dict[str, Target], settings: GatewaySettings
 ) -> AsyncIterator[Client]:
-    async with open_clients(addresses) as clients:
+    async with open_clients(targets) as clients:
         app = build_app(settings, clients)
         transport = httpx.ASGITransport(app=app.asgi)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
@@ -57,8 +56,8 @@ async def open_client(
 
 
 @pytest.fixture(scope="module")
-async def client(addresses: dict[str, str]) -> AsyncIterator[Client]:
-    async for opened in open_client(addresses, GatewaySettings()):
+async def client(targets: dict[str, Target]) -> AsyncIterator[Client]:
+    async for opened in open_client(targets, GatewaySettings()):
         yield opened
 
 
@@ -239,12 +238,14 @@ async def test_partial_data_when_one_field_fails(client: Client, sign_up: SignUp
     assert client.counter.total - before == 1, "only the viewer was fetched"
 
 
-async def test_a_service_that_is_down_is_unavailable(addresses: dict[str, str]) -> None:
+async def test_a_service_that_is_down_is_unavailable(targets: dict[str, Target]) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dead = f"127.0.0.1:{probe.getsockname()[1]}"
     settings = GatewaySettings(request_timeout_seconds=2)
-    async for down in open_client({**addresses, "content": dead}, settings):
+    async for down in open_client(
+        {**targets, "content": replace(targets["content"], address=dead)}, settings
+    ):
         _, body = await down.post(f'{{ post(id: "{uuid.uuid4()}") {{ id }} }}')
         assert code_of(body) == "UNAVAILABLE"
         assert body["errors"][0]["message"] == "a backend service is unavailable; retry later"
@@ -282,7 +283,7 @@ async def test_a_get_request_cannot_run_a_mutation(client: Client) -> None:
 
 
 async def test_safelist_mode_runs_only_the_listed_documents(
-    addresses: dict[str, str], tmp_path: Path
+    targets: dict[str, Target], tmp_path: Path
 ) -> None:
     listed = "{ viewer { id } }"
     manifest = {
@@ -292,7 +293,7 @@ async def test_safelist_mode_runs_only_the_listed_documents(
     }
     path = tmp_path / "manifest.json"
     path.write_text(json.dumps(manifest))
-    async for locked in open_client(addresses, GatewaySettings(safelist=path)):
+    async for locked in open_client(targets, GatewaySettings(safelist=path)):
         hashed = {"persistedQuery": {"version": 1, "sha256Hash": sha256(listed)}}
         assert (await locked.post(None, extensions=hashed))[1] == {
             "data": {"viewer": None},
@@ -356,9 +357,9 @@ async def test_a_repeated_query_is_served_from_the_document_cache(client: Client
 
 
 async def test_production_mode_has_no_introspection_and_no_graphiql(
-    addresses: dict[str, str],
+    targets: dict[str, Target],
 ) -> None:
-    async for production in open_client(addresses, GatewaySettings(production=True)):
+    async for production in open_client(targets, GatewaySettings(production=True)):
         assert (await production.http.get("/graphql")).status_code == 405
         status, body = await production.post("{ __schema { queryType { name } } }")
         assert status == 400
@@ -368,10 +369,10 @@ async def test_production_mode_has_no_introspection_and_no_graphiql(
 
 
 async def test_serve_gateway_answers_over_real_http_and_reports_a_busy_port(
-    addresses: dict[str, str],
+    targets: dict[str, Target],
 ) -> None:
     settings = GatewaySettings(port=0)
-    async with serve_gateway(settings, addresses, host="127.0.0.1", grace_seconds=1) as running:
+    async with serve_gateway(settings, targets, host="127.0.0.1", grace_seconds=1) as running:
         url = f"http://127.0.0.1:{running.port}"
         async with httpx.AsyncClient(base_url=url, trust_env=False) as http:
             assert (await http.get("/healthz")).status_code == 200
@@ -379,5 +380,5 @@ async def test_serve_gateway_answers_over_real_http_and_reports_a_busy_port(
             assert response.json()["data"] == {"viewer": None}
         busy = GatewaySettings(port=running.port)
         async with AsyncExitStack() as stack:
-            with pytest.raises(PortInUse, match="NOVA_GATEWAY_PORT"):
-                await stack.enter_async_context(serve_gateway(busy, addresses, host="127.0.0.1"))
+            with pytest.raises(GatewayPortInUse, match="NOVA_GATEWAY_PORT"):
+                await stack.enter_async_context(serve_gateway(busy, targets, host="127.0.0.1"))

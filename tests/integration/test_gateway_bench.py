@@ -1,13 +1,13 @@
-"""`nova bench feed`'s measurement against in-process services, at a tiny load: every
+"""`./dev bench feed`'s measurement against in-process services, at a tiny load: every
 variant gets a row, and the RPC counts show DataLoaders against per-field resolvers."""
 
 from __future__ import annotations
 
 from rich.console import Console
 
-from services.runtime.bench.feed import VARIANTS, FeedBench, measure, tables
-from services.runtime.bench.loadgen import Load
-from services.runtime.seed import SeedPlan, seed
+from services.cli.seed import SeedPlan, seed
+from tests.bench.feed import VARIANTS, FeedBench, measure, tables
+from tests.bench.loadgen import Load
 
 
 async def test_the_feed_bench_measures_every_variant_and_prints_its_tables(

@@ -15,11 +15,13 @@ import pytest
 from grpc import aio
 
 from gateway.app import build_app
-from gateway.clients import RpcCounter, open_clients
+from gateway.clients import RpcCounter, Target, open_clients
+from gateway.loaders import Loaders
 from gateway.settings import GatewaySettings
-from interceptors.channel_pool import Invoke, OutgoingCall
+from interceptors.client.call import Invoke, OutgoingCall
 from nova.content.v1 import content_pb2, content_pb2_grpc
 from nova.user.v1 import user_pb2, user_pb2_grpc
+from tests.bench.per_field import PerFieldLoaders
 from tests.conftest import SignedIn, SignUp
 
 if TYPE_CHECKING:
@@ -94,26 +96,27 @@ class Gateway:
 
 @asynccontextmanager
 async def open_gateway(
-    addresses: dict[str, str], settings: GatewaySettings
+    targets: dict[str, Target], settings: GatewaySettings, loaders: type[Loaders] = Loaders
 ) -> AsyncIterator[Gateway]:
     """The gateway app in-process over clients that also record each request."""
     recorder = Recorder()
-    async with open_clients(addresses, observers=[recorder]) as clients:
-        app = build_app(settings, clients)
+    async with open_clients(targets, observers=[recorder]) as clients:
+        app = build_app(settings, clients, loaders=loaders)
         transport = httpx.ASGITransport(app=app.asgi)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
             yield Gateway(http=http, counter=clients.counter, recorder=recorder)
 
 
 @pytest.fixture(scope="module")
-async def gateway(addresses: dict[str, str]) -> AsyncIterator[Gateway]:
-    async with open_gateway(addresses, GatewaySettings()) as opened:
+async def gateway(targets: dict[str, Target]) -> AsyncIterator[Gateway]:
+    async with open_gateway(targets, GatewaySettings()) as opened:
         yield opened
 
 
 @pytest.fixture(scope="module")
-async def per_field_gateway(addresses: dict[str, str]) -> AsyncIterator[Gateway]:
-    async with open_gateway(addresses, GatewaySettings(per_field_resolvers=True)) as opened:
+async def per_field_gateway(targets: dict[str, Target]) -> AsyncIterator[Gateway]:
+    """The gateway as `./dev bench feed` builds its N+1 variant."""
+    async with open_gateway(targets, GatewaySettings(), PerFieldLoaders) as opened:
         yield opened
 
 

@@ -28,7 +28,7 @@ from services.runtime.events import outbox
 from services.runtime.events.envelope import new_event
 from services.runtime.events.model import Event
 from services.runtime.ids import DEFAULT_TENANT_ID, new_id
-from services.runtime.service import Dependencies
+from services.runtime.spec import Dependencies
 from tests.conftest import SignedIn, SignUp, status_of
 
 if TYPE_CHECKING:

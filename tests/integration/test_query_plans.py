@@ -21,7 +21,7 @@ import pytest
 
 from services.content import repository as content_sql
 from services.runtime.pagination import NEWEST_CURSOR
-from services.runtime.service import Dependencies
+from services.runtime.spec import Dependencies
 from services.user import repository as user_sql
 
 USERS = 50_000

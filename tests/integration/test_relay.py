@@ -20,7 +20,7 @@ from services.runtime.events.pglog import PostgresLog
 from services.runtime.events.relay import Relay
 from services.runtime.events.settings import EventSettings
 from services.runtime.ids import DEFAULT_TENANT_ID
-from services.runtime.service import Dependencies
+from services.runtime.spec import Dependencies
 from tests.integration.test_client_fakes import Metrics
 
 
@@ -29,8 +29,7 @@ async def schema(deps: Dependencies) -> AsyncIterator[str]:
     """An outbox of its own, so counts are this test's alone."""
     name = f"relay_test_{uuid.uuid4().hex[:10]}"
     async with deps.db.connection() as conn:
-        await conn.execute(f"CREATE SCHEMA {name}")
-        await conn.execute(outbox.OUTBOX_DDL.format(schema=name))
+        assert await outbox.migrate_outbox(conn, name) == ["0001_create_outbox.sql"]
     yield name
     async with deps.db.connection() as conn:
         await conn.execute(f"DROP SCHEMA {name} CASCADE")

@@ -1,4 +1,4 @@
-"""`seed()` makes what it reports (checked through the read RPCs), and `nova bench rpc`
+"""`seed()` makes what it reports (checked through the read RPCs), and `./dev bench rpc`
 runs end to end against its own server subprocess."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from grpc import aio
 from nova.common.v1 import page_pb2
 from nova.content.v1 import content_pb2, content_pb2_grpc
 from nova.user.v1 import user_pb2
-from services.runtime.seed import DEMO_PASSWORD, SeedError, SeedPlan, seed
+from services.cli.seed import DEMO_PASSWORD, SeedError, SeedPlan, seed
 
 if TYPE_CHECKING:
     from nova.user.v1.user_pb2_grpc import UserServiceAsyncStub
@@ -26,6 +26,8 @@ PLAN = SeedPlan(
     users=4, posts_per_user=2, follows_per_user=2, comments_per_post=3, likes_per_post=3
 )
 NOVA = str(Path(sys.executable).with_name("nova"))
+REPOSITORY = Path(__file__).parents[2]
+"""Where `python -m tests.bench` finds the tests package, as `./dev bench` runs it."""
 
 
 async def test_seed_creates_the_users_follows_posts_comments_and_likes_it_reports(
@@ -108,13 +110,12 @@ def test_nova_seed_reports_an_rpc_failure_in_one_line_without_a_traceback(
     assert "UNAVAILABLE" in error_lines[0]
 
 
-def test_nova_bench_rpc_serves_seeds_and_measures_every_rpc(
-    database_url: str, tmp_path: Path
-) -> None:
+def test_bench_rpc_serves_seeds_and_measures_every_rpc(database_url: str, tmp_path: Path) -> None:
     env = {**_env(tmp_path), "NOVA_DATABASE_URL": database_url}
     arguments = ["--rate", "50", "--duration", "1", "--warmup", "0.2", "--users", "5"]
     done = subprocess.run(
-        [NOVA, "bench", "rpc", *arguments],
+        [sys.executable, "-m", "tests.bench", "rpc", *arguments],
+        cwd=REPOSITORY,
         env=env,
         capture_output=True,
         text=True,

@@ -14,10 +14,11 @@ import grpc
 import pytest
 from grpc import aio
 
-from interceptors.backpressure import PUSHBACK_KEY, BackpressureSettings
+from interceptors.context import PUSHBACK_KEY
+from interceptors.server.backpressure import BackpressureSettings
 from services.runtime.auth import TokenCodec
 from services.runtime.server import chained_server
-from services.runtime.server_chain import ServerChain
+from services.runtime.server_layers import ServerLayers
 
 CAP = 8
 WAVES = 5
@@ -55,7 +56,7 @@ async def served() -> AsyncIterator[Served]:
     settings = BackpressureSettings(
         max_in_flight=CAP, method_limits={"/test.Load/Costly": 2}, retry_pushback_ms=250
     )
-    server = chained_server(TOKENS, ServerChain(backpressure=settings))
+    server = chained_server(TOKENS, ServerLayers(backpressure=settings))
     server.add_generic_rpc_handlers(
         [
             grpc.method_handlers_generic_handler(

@@ -1,4 +1,4 @@
-"""`nova bench overload` and `nova bench overhead` run end to end, briefly, and print their
+"""`./dev bench overload` and `./dev bench overhead` run end to end, briefly, and print their
 side-by-side tables (the real runs are minutes long and belong outside the suite)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from services.runtime.bench import overhead, overload
+from tests.bench import overhead, overload
 
 
 def test_bench_overhead_compares_the_chain_with_no_interceptors() -> None:

@@ -1,5 +1,6 @@
 """The chain on a real server: each layer asked once per method, hooks in order around the
-servicer, refusals and mapped errors seen by the layers outside them, streams wrapped."""
+servicer, refusals and mapped errors seen by the layers outside them, streams wrapped; the
+same with a layer whose begin awaits, outermost or innermost."""
 
 from __future__ import annotations
 
@@ -16,15 +17,14 @@ import pytest
 from grpc import aio
 
 from interceptors import context as rpc
-from interceptors.chain import Abort, Call, Chain, Method
-from interceptors.chain_interceptor import ChainInterceptor
-from interceptors.chained_server import ChainedServer
-from interceptors.errors import ErrorMapping
+from interceptors.server.chain import Abort, Awaiting, Call, Chain, Method, Scope
+from interceptors.server.chained_server import ChainedServer
+from interceptors.server.errors import ErrorMapping
 from services.runtime.auth import Caller, TokenCodec, current_caller
 from services.runtime.errors import STATUS_BY_ERROR, NotFound
 from services.runtime.ids import DEFAULT_TENANT_ID
 from services.runtime.server import chained_server
-from services.runtime.server_chain import ServerChain
+from services.runtime.server_layers import ServerLayers
 
 seen: ContextVar[tuple[str, ...]] = ContextVar("seen", default=())
 
@@ -48,6 +48,19 @@ class Recording:
             raise Abort(grpc.StatusCode.PERMISSION_DENIED, f"{self.name} says no")
         seen.set((*seen.get(), self.name))
         return _Ended(self)
+
+
+class AwaitingRecording(Recording):
+    """The same layer with a begin that awaits (as a Redis or database lookup would)
+    before it decides, so the chain runs it on its awaited path."""
+
+    def for_method(self, method: Method) -> Awaiting:  # type: ignore[override]
+        self.methods.append(method.path)
+        return Awaiting(self.begin_later)
+
+    async def begin_later(self, call: Call) -> Scope | None:
+        await asyncio.sleep(0)
+        return self.begin(call)
 
 
 class _Ended:
@@ -79,18 +92,16 @@ async def write_twice(request: bytes, context: aio.ServicerContext[Any, Any]) ->
 Served = tuple[aio.Channel, list[str], list[Recording]]
 
 
-@pytest.fixture(params=["grpc.aio interceptor", "chained server"])
+@pytest.fixture(params=["synchronous layers", "inner layer awaits", "outer layer awaits"])
 async def served(request: pytest.FixtureRequest) -> AsyncIterator[Served]:
-    """The same chain installed both ways: as a grpc.aio interceptor, and in front of the
-    handlers (ChainedServer, as the runtime installs it)."""
+    """The chain in front of the handlers (ChainedServer, as the runtime installs it), with
+    every begin synchronous, or one layer's awaited: every test below must see the same."""
     log: list[str] = []
-    outer, inner = Recording("outer", log), Recording("inner", log)
+    outer_kind = AwaitingRecording if request.param == "outer layer awaits" else Recording
+    inner_kind = AwaitingRecording if request.param == "inner layer awaits" else Recording
+    outer, inner = outer_kind("outer", log), inner_kind("inner", log)
     chain = Chain([outer, ErrorMapping(STATUS_BY_ERROR), inner])
-    server = (
-        aio.server(interceptors=[ChainInterceptor(chain)])
-        if request.param == "grpc.aio interceptor"
-        else ChainedServer(chain, aio.server())
-    )
+    server = ChainedServer(chain, aio.server())
     handlers = {
         "Echo": grpc.unary_unary_rpc_method_handler(echo),
         "Missing": grpc.unary_unary_rpc_method_handler(missing),
@@ -169,7 +180,7 @@ async def test_an_anonymous_call_sees_no_caller_authorization_or_request_id_of_a
     # Values set where the server starts are what its calls' tasks would inherit.
     current_caller.set(caller)
     rpc.authorization.set("Bearer leaked")
-    server = chained_server(tokens, ServerChain())
+    server = chained_server(tokens, ServerLayers())
     server.add_generic_rpc_handlers(
         (
             grpc.method_handlers_generic_handler(

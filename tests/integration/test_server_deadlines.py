@@ -13,10 +13,10 @@ import pytest
 from grpc import aio
 
 from interceptors import context as rpc
-from interceptors.deadlines import DeadlineSettings
+from interceptors.server.deadlines import DeadlineSettings
 from services.runtime.auth import TokenCodec
 from services.runtime.server import chained_server
-from services.runtime.server_chain import ServerChain
+from services.runtime.server_layers import ServerLayers
 
 TOKENS = TokenCodec(secret="deadline-test-" + "x" * 32, ttl=timedelta(minutes=5))
 SETTINGS = DeadlineSettings(default_seconds=0.5, minimum_seconds=0.2)
@@ -42,7 +42,7 @@ async def watch(request: bytes, context: aio.ServicerContext[Any, Any]) -> Async
 @pytest.fixture
 async def channel() -> AsyncIterator[aio.Channel]:
     ran.clear()
-    chain = ServerChain(deadlines=SETTINGS)
+    chain = ServerLayers(deadlines=SETTINGS)
     server = chained_server(TOKENS, chain)
     handlers = {
         "Remaining": grpc.unary_unary_rpc_method_handler(remaining),

@@ -26,7 +26,7 @@ from services.runtime.auth import Caller, TokenCodec
 from services.runtime.ids import DEFAULT_TENANT_ID
 from services.runtime.logs import configure_logging, flush
 from services.runtime.server import chained_server
-from services.runtime.server_chain import ServerChain
+from services.runtime.server_layers import ServerLayers
 
 TOKENS = TokenCodec(secret="logs-test-" + "x" * 32, ttl=timedelta(minutes=5))
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -73,7 +73,7 @@ async def served(log_lines: Lines) -> AsyncIterator[Served]:
     spans = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
-    server = chained_server(TOKENS, ServerChain(), tracer_provider=provider)
+    server = chained_server(TOKENS, ServerLayers(), tracer_provider=provider)
     handlers = {
         "Echo": grpc.unary_unary_rpc_method_handler(echo),
         "Crash": grpc.unary_unary_rpc_method_handler(crash),

@@ -15,14 +15,14 @@ import pytest
 from grpc import aio
 from prometheus_client.parser import text_string_to_metric_families
 
-from interceptors.backpressure import BackpressureSettings
-from interceptors.deadlines import DeadlineSettings
+from interceptors.server.backpressure import BackpressureSettings
+from interceptors.server.deadlines import DeadlineSettings
 from services.runtime.auth import TokenCodec
 from services.runtime.db import open_database
 from services.runtime.errors import ResourceExhausted
 from services.runtime.metrics import MetricsEndpoint, prometheus_endpoint
 from services.runtime.server import chained_server
-from services.runtime.server_chain import ServerChain
+from services.runtime.server_layers import ServerLayers
 
 TOKENS = TokenCodec(secret="metrics-test-" + "x" * 32, ttl=timedelta(minutes=5))
 SLEEP = "test.Metered/Sleep"
@@ -68,7 +68,7 @@ async def sleep(request: bytes, context: aio.ServicerContext[Any, Any]) -> bytes
 
 @asynccontextmanager
 async def metered_server(endpoint: MetricsEndpoint, service: str) -> AsyncIterator[aio.Channel]:
-    chain = ServerChain(
+    chain = ServerLayers(
         deadlines=DeadlineSettings(minimum_seconds=0.2),
         backpressure=BackpressureSettings(max_in_flight=1),
     )

@@ -11,17 +11,17 @@ import pytest
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from interceptors.chain import Chain
-from interceptors.chain_interceptor import ChainInterceptor
-from interceptors.errors import ErrorMapping
+from interceptors.server.chain import Chain
+from interceptors.server.chained_server import ChainedServer
+from interceptors.server.errors import ErrorMapping
+from services.registry import REGISTRY
 from services.runtime.errors import STATUS_BY_ERROR
-from services.runtime.registry import SERVICES
 from services.runtime.server import PortInUse, start_server
-from services.runtime.service import Dependencies
+from services.runtime.spec import Dependencies
 
 
 async def test_health_is_serving_then_not_serving_while_draining(deps: Dependencies) -> None:
-    spec = SERVICES["user"]
+    spec = REGISTRY.services["user"]
     running = await start_server(spec, deps, host="127.0.0.1", port=0)
     channel = aio.insecure_channel(f"127.0.0.1:{running.port}")
     health = health_pb2_grpc.HealthStub(channel)
@@ -44,7 +44,7 @@ async def test_a_taken_port_fails_with_the_variable_to_change(deps: Dependencies
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(PortInUse, match="set NOVA_USER_PORT"):
-            await start_server(SERVICES["user"], deps, host="127.0.0.1", port=port)
+            await start_server(REGISTRY.services["user"], deps, host="127.0.0.1", port=port)
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ async def crashing_server() -> AsyncIterator[str]:
         raise RuntimeError("database password is hunter2")
 
     # The error mapping alone: the request id then comes from the metadata.
-    server = aio.server(interceptors=[ChainInterceptor(Chain([ErrorMapping(STATUS_BY_ERROR)]))])
+    server = ChainedServer(Chain([ErrorMapping(STATUS_BY_ERROR)]), aio.server())
     server.add_generic_rpc_handlers(
         [
             grpc.method_handlers_generic_handler(
@@ -94,7 +94,7 @@ async def test_an_exhausted_pool_answers_resource_exhausted_instead_of_hanging(
 
     async with open_database(database_url, size=1, acquire_timeout_ms=50) as tiny:
         running = await start_server(
-            SERVICES["user"], replace(deps, db=tiny), host="127.0.0.1", port=0
+            REGISTRY.services["user"], replace(deps, db=tiny), host="127.0.0.1", port=0
         )
         try:
             async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:

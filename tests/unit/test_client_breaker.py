@@ -10,8 +10,9 @@ import pybreaker
 import pytest
 from grpc import aio
 
-from interceptors.breaker import PUSHBACK_KEY, Breaker, BreakerSettings, CircuitOpen
-from interceptors.channel_pool import OutgoingCall
+from interceptors.client.breaker import Breaker, BreakerSettings, CircuitOpen
+from interceptors.client.call import OutgoingCall
+from interceptors.context import PUSHBACK_KEY
 
 CALL = OutgoingCall("/test.Service/Get", b"", None, None, 5.0, (), idempotent=True)
 
@@ -31,7 +32,7 @@ async def succeed(call: OutgoingCall) -> Any:
 class Clock:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.now = 1000.0
-        monkeypatch.setattr("interceptors.breaker.time.monotonic", lambda: self.now)
+        monkeypatch.setattr("interceptors.client.breaker.time.monotonic", lambda: self.now)
 
 
 async def open_breaker(breaker: Breaker, failures: int) -> None:

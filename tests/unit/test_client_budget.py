@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from interceptors.retry import BudgetSettings, RetryBudget, RetrySettings
+from interceptors.client.retry import BudgetSettings, RetryBudget, RetrySettings
 
 
 def spend(budget: RetryBudget) -> int:
@@ -39,7 +39,7 @@ def test_retries_stay_within_the_ratio_of_calls() -> None:
 
 def test_a_quiet_client_earns_min_per_second(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [100.0]
-    monkeypatch.setattr("interceptors.retry.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("interceptors.client.retry.time.monotonic", lambda: now[0])
     budget = RetryBudget(BudgetSettings(ratio=0, min_per_second=2, burst=10))
     assert spend(budget) == 10
     now[0] += 1.5

@@ -9,9 +9,9 @@ import grpc
 import pytest
 from grpc import aio
 
-from interceptors.channel_pool import OutgoingCall
-from interceptors.hedging import Hedging, HedgingSettings, LatencyWindow
-from interceptors.retry import BudgetSettings, RetryBudget
+from interceptors.client.call import OutgoingCall
+from interceptors.client.hedging import Hedging, HedgingSettings, LatencyWindow
+from interceptors.client.retry import BudgetSettings, RetryBudget
 
 SETTINGS = HedgingSettings(enabled=True, min_samples=16, min_delay_seconds=0.001)
 CALL = OutgoingCall("/test.Service/Get", b"", None, None, 5.0, (), idempotent=True)

@@ -10,9 +10,9 @@ import pytest
 from grpc import aio
 from structlog.testing import capture_logs
 
-from interceptors.breaker import Breaker, BreakerSettings
-from interceptors.channel_pool import OutgoingCall
-from interceptors.client_log import AttemptLog, BreakerLog, CallLog
+from interceptors.client.breaker import Breaker, BreakerSettings
+from interceptors.client.call import OutgoingCall
+from interceptors.client.log import AttemptLog, BreakerLog, CallLog
 from tests.integration.test_client_fakes import Metrics
 
 METHOD = "/test.Service/Get"

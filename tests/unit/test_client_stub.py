@@ -6,10 +6,11 @@ from typing import Any
 
 import pytest
 
-from interceptors.channel_pool import ChannelPool, Invoke, OutgoingCall, PoolSettings
+from interceptors.client.call import Invoke, OutgoingCall
+from interceptors.client.channel_pool import ChannelPool, PoolSettings
+from interceptors.client.stack import Client, reads
 from nova.content.v1 import content_pb2
 from nova.user.v1 import user_pb2, user_pb2_grpc
-from services.runtime.clients import Client, reads
 from tests.integration.test_client_fakes import USER_SERVICE
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from interceptors.duration_histogram import DurationHistogram
+from interceptors.server.duration_histogram import DurationHistogram
 
 
 def samples(registry: CollectorRegistry) -> dict[str, float]:

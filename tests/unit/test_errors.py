@@ -2,7 +2,7 @@
 
 import grpc
 
-from interceptors.errors import ErrorMapping
+from interceptors.server.errors import ErrorMapping
 from services.runtime import errors
 
 

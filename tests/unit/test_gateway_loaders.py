@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import pytest
@@ -16,6 +16,7 @@ from gateway.clients import Backend, Clients, RpcCounter
 from gateway.errors import BackendError, NotFound
 from gateway.loaders import Loaders
 from nova.user.v1 import user_pb2
+from tests.bench.per_field import PerFieldLoaders
 
 
 class FakeUsers:
@@ -42,11 +43,11 @@ class FakeUsers:
 
 
 def loaders_over(
-    users: FakeUsers, *, batched: bool = True, authorization: str | None = None
+    users: FakeUsers, *, kind: type[Loaders] = Loaders, authorization: str | None = None
 ) -> Loaders:
-    clients = Clients(users=cast(Any, users), content=cast(Any, None), counter=RpcCounter())
+    clients = Clients(stubs={"user": users, "content": None}, counter=RpcCounter())
     backend = Backend(clients, authorization=authorization, deadline=time.monotonic() + 5)
-    return Loaders(backend, batched=batched)
+    return kind(backend)
 
 
 async def test_loads_of_one_tick_go_out_as_one_batch_split_at_100_ids() -> None:
@@ -80,9 +81,9 @@ async def test_a_failed_batch_is_not_kept_so_the_next_load_calls_again() -> None
     assert len(users.calls) == 2
 
 
-async def test_without_batching_every_load_is_its_own_call() -> None:
+async def test_the_benchmarks_per_field_loaders_make_every_load_its_own_call() -> None:
     users = FakeUsers()
-    loaders = loaders_over(users, batched=False)
+    loaders = loaders_over(users, kind=PerFieldLoaders)
     await asyncio.gather(*(loaders.users.load("u1") for _ in range(3)))
     assert [batch for batch, _, _ in users.calls] == [["u1"]] * 3
 
@@ -102,9 +103,9 @@ async def test_every_call_gets_the_time_left_and_the_callers_header() -> None:
 
 async def test_no_call_is_made_once_the_deadline_has_passed() -> None:
     users = FakeUsers()
-    clients = Clients(users=cast(Any, users), content=cast(Any, None), counter=RpcCounter())
+    clients = Clients(stubs={"user": users, "content": None}, counter=RpcCounter())
     backend = Backend(clients, authorization=None, deadline=time.monotonic() - 1)
     with pytest.raises(BackendError) as late:
-        await Loaders(backend, batched=True).users.load("u1")
+        await Loaders(backend).users.load("u1")
     assert late.value.extensions["code"] == "DEADLINE_EXCEEDED"
     assert users.calls == []

@@ -7,7 +7,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from interceptors.ids_only_tracer import IdsOnlyTracerProvider, ids_only_span
+from interceptors.server.ids_only_tracer import IdsOnlyTracerProvider, ids_only_span
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACER = IdsOnlyTracerProvider().get_tracer("test")
@@ -49,9 +49,8 @@ def test_an_empty_context_starts_a_new_trace_even_inside_a_current_span() -> Non
     assert child.trace_id == outer.get_span_context().trace_id
 
 
-def test_span_contexts_equal_what_the_apis_constructor_builds() -> None:
-    """The tracer builds its SpanContext tuples directly; a layout change in an upgrade of
-    the API must show here, not as wrong ids in logs."""
+def test_span_contexts_are_valid_unsampled_and_keep_the_callers_trace_state() -> None:
+    """What a span's SpanContext says, for a root span, an empty context and a child."""
     parent = TraceContextTextMapPropagator().extract(
         {"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01", "tracestate": "vendor=value"}
     )

@@ -11,7 +11,7 @@ import time
 import grpc
 from grpc import aio
 
-from services.runtime.bench.loadgen import CLIENT_OVERLOADED, CLIENT_TIMEOUT, Load, generate
+from tests.bench.loadgen import CLIENT_OVERLOADED, CLIENT_TIMEOUT, Load, generate
 
 
 async def test_launches_every_scheduled_call_and_measures_only_after_the_warm_up() -> None:

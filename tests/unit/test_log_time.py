@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from interceptors import log_time
-from interceptors.log_time import utc_timestamp
+from interceptors.server import log_time
+from interceptors.server.log_time import utc_timestamp
 
 FORMAT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 

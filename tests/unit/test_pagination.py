@@ -40,3 +40,13 @@ def test_the_extra_row_only_signals_a_next_page() -> None:
     kept, response = paginate(ids[:3], page, key=lambda i: i)
     assert kept == ids[:3]
     assert response.next_page_token == ""
+
+
+def test_each_item_carries_the_token_that_resumes_after_it() -> None:
+    ids = [uuid.uuid4() for _ in range(4)]
+    kept, response = paginate(ids, Page(size=3, after=None), key=lambda i: i)
+    assert [decode_token(token) for token in response.item_tokens] == kept
+    assert response.item_tokens[-1] == response.next_page_token
+    _, last = paginate(ids[:2], Page(size=3, after=None), key=lambda i: i)
+    assert [decode_token(token) for token in last.item_tokens] == ids[:2]
+    assert last.next_page_token == ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from interceptors.limiters import (
+from interceptors.server.limiters import (
     AdaptiveLimiter,
     AdaptiveSettings,
     FixedLimiter,

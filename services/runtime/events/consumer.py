@@ -4,25 +4,9 @@ applied exactly once although the transport delivers at least once.
 Every transport may deliver an event again (a relay crash republishes, a consumer crash
 re-reads from the last committed position, `rewind` and dead-letter replay re-read on
 purpose), so a consumer records each event id *with* its effect, atomically, and treats an
-id it already recorded as a duplicate (no effect; counted in `nova.events.duplicates`):
-
-- PostgreSQL effects (`Consumer.on`): one transaction per event inserts
-  (group, event_id) into nova_events.processed_events, ON CONFLICT DO NOTHING, and runs
-  the handler on the same connection. The record and the effect commit together or not
-  at all, and a concurrent second delivery blocks on the key, then sees it.
-- Redis effects (`Consumer.on_redis`): the marker `nova:processed:<group>:<event_id>` is
-  written by `SET NX EX` inside the same MULTI/EXEC transaction as the commands the handler
-  queues, under WATCH of the marker: WATCH, EXISTS (set: duplicate), MULTI, SET NX EX,
-  the handler's commands, EXEC. Marker and effect are applied together or not at all; a
-  concurrent writer of the marker aborts the EXEC (WatchError) and the retry sees a
-  duplicate. What this does not give, and why the PostgreSQL path is preferred:
-  * handlers can only queue writes (in MULTI, reads return nothing until EXEC), on keys
-    of one Redis node (on a cluster, WATCH/MULTI keys must share a hash slot);
-  * Redis does not roll a transaction back when a queued command fails at run time
-    (WRONGTYPE): the rest, marker included, stays applied, so the event is dead-lettered
-    at once (a retry would see the marker) with an error that says so;
-  * the marker expires after `redis_marker_ttl_seconds` (Redis memory), so a delivery
-    later than that is not recognised as a duplicate.
+id it already recorded as a duplicate (no effect; counted in `nova.events.duplicates`).
+How, for effects in PostgreSQL (`Consumer.on`) and in Redis (`Consumer.on_redis`), is
+effects.py's part.
 
 A handler that raises is retried `max_attempts` times with a doubling backoff; then the
 event goes to nova_events.dead_letters (dead_letters.py lists and replays them) and the
@@ -39,33 +23,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
 import structlog
 from opentelemetry import metrics, propagate, trace
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.exceptions import WatchError
 
 from nova.events.v1 import events_pb2
 from services.runtime.db import Database
 from services.runtime.errors import ResourceExhausted
 from services.runtime.events.dead_letters import record_dead_letter
-from services.runtime.events.model import ALL_TOPICS, Delivery, Event, Transport
+from services.runtime.events.effects import (
+    NotRetryable,
+    PostgresHandler,
+    RedisHandler,
+    apply_in_redis,
+    describe,
+    mark_processed,
+)
+from services.runtime.events.model import Delivery, Event, Transport
 
 _log = structlog.get_logger("nova.events.consumer")
 _tracer = trace.get_tracer("nova.events")
-
-PostgresHandler = Callable[[asyncpg.Connection, Event, events_pb2.EventEnvelope], Awaitable[None]]
-"""Applies an event's effect on `conn`, inside the transaction that records the event."""
-
-RedisHandler = Callable[[Pipeline, Event, events_pb2.EventEnvelope], Awaitable[None]]
-"""Queues an event's effect as write commands on `pipe`, a MULTI block that also sets the
-event's processed marker (do not await the commands: they run at EXEC)."""
 
 ANY_EVENT = "*"
 """Registers a handler for every event type without a handler of its own."""
@@ -84,12 +67,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 _MAX_RETRY_BACKOFF_SECONDS = 2.0
 _MAX_RESUBSCRIBE_BACKOFF_SECONDS = 5.0
-_ERROR_TEXT_LIMIT = 2000
-_MARK_PROCESSED = """
-    INSERT INTO nova_events.processed_events (group_name, event_id) VALUES ($1, $2)
-    ON CONFLICT DO NOTHING
-    RETURNING true
-"""
 
 
 @dataclass(frozen=True)
@@ -131,10 +108,6 @@ class ConsumerStats:
     batches: int = 0
 
 
-class _NotRetryable(Exception):
-    """A failure another attempt cannot fix; the event is dead-lettered at once."""
-
-
 @dataclass
 class Consumer:
     """One consumer group's handlers, and the loop that feeds them from `transport`.
@@ -148,9 +121,10 @@ class Consumer:
     transport: Transport
     db: Database
     """Holds processed_events and dead_letters (and is where PostgreSQL effects go)."""
+    topics: Sequence[str]
+    """What it subscribes to: usually every topic of the registry (Registry.topics)."""
     redis: Redis | None = None
     """Needed by Redis handlers only; the caller owns (and closes) it."""
-    topics: Sequence[str] = ALL_TOPICS
     settings: ConsumerSettings = field(default_factory=ConsumerSettings)
     meter: metrics.Meter | None = None
     stats: ConsumerStats = field(default_factory=ConsumerStats, init=False)
@@ -220,7 +194,7 @@ class Consumer:
                     _log.warning(
                         "consumer batch failed; resubscribing",
                         group=self.group,
-                        error=_describe(error),
+                        error=describe(error),
                         retry_in=backoff,
                     )
                     with contextlib.suppress(TimeoutError):
@@ -270,17 +244,15 @@ class Consumer:
                 with self._span(deliveries[index], envelope):
                     try:
                         async with conn.transaction():  # a savepoint
-                            marked = await conn.fetchval(
-                                _MARK_PROCESSED, self.group, event.event_id
-                            )
-                            if marked is not None:
+                            marked = await mark_processed(conn, self.group, event.event_id)
+                            if marked:
                                 await route.postgres(conn, event, envelope)
                     except TRANSIENT_ERRORS:
                         raise
                     except Exception as error:
                         failure = error
                         break
-                if marked is None:
+                if not marked:
                     duplicates += 1
                 else:
                     applied.append(event)
@@ -334,7 +306,7 @@ class Consumer:
                 except TRANSIENT_ERRORS:
                     raise
                 except Exception as error:
-                    if isinstance(error, _NotRetryable) or attempt >= self.settings.max_attempts:
+                    if isinstance(error, NotRetryable) or attempt >= self.settings.max_attempts:
                         await self._dead_letter(delivery, error, attempt)
                         return
                     pause = min(
@@ -348,7 +320,7 @@ class Consumer:
                         event_id=str(event.event_id),
                         event_type=event.event_type,
                         attempt=attempt,
-                        error=_describe(error),
+                        error=describe(error),
                         retry_in=pause,
                     )
                     await asyncio.sleep(pause)
@@ -363,14 +335,14 @@ class Consumer:
         """One attempt: True if the effect was applied now, False for a duplicate."""
         if route.postgres is not None:
             async with self.db.transaction() as conn:
-                if await conn.fetchval(_MARK_PROCESSED, self.group, event.event_id) is None:
+                if not await mark_processed(conn, self.group, event.event_id):
                     return False
                 await route.postgres(conn, event, envelope)
             return True
         handler = route.redis
         assert handler is not None
         assert self.redis is not None
-        return await _apply_in_redis(
+        return await apply_in_redis(
             self.redis,
             f"nova:processed:{self.group}:{event.event_id}",
             self.settings.redis_marker_ttl_seconds,
@@ -379,7 +351,7 @@ class Consumer:
 
     async def _dead_letter(self, delivery: Delivery, error: Exception, attempts: int) -> None:
         event = delivery.event
-        text = _describe(error)
+        text = describe(error)
         async with self.db.connection() as conn:
             dead_letter_id = await record_dead_letter(
                 conn, group=self.group, delivery=delivery, error=text, attempts=attempts
@@ -399,44 +371,5 @@ class Consumer:
         )
 
 
-async def _apply_in_redis(
-    client: Redis,
-    marker: str,
-    ttl_seconds: int,
-    queue_effect: Callable[[Pipeline], Awaitable[None]],
-) -> bool:
-    """WATCH marker; EXISTS (duplicate if set); MULTI; SET marker NX EX; effect; EXEC.
-
-    A WatchError (someone wrote the marker between WATCH and EXEC, or the connection
-    dropped while watching) means nothing was applied: look again."""
-    for _ in range(3):
-        async with client.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(marker)
-                if await pipe.exists(marker):
-                    return False
-                pipe.multi()  # type: ignore[no-untyped-call]
-                pipe.set(marker, 1, nx=True, ex=ttl_seconds)
-                await queue_effect(pipe)
-                replies = await pipe.execute(raise_on_error=False)
-            except WatchError:
-                continue
-        failed = [reply for reply in replies if isinstance(reply, Exception)]
-        if failed:
-            raise _NotRetryable(
-                f"Redis ran the transaction but {len(failed)} command(s) failed "
-                f"({_describe(failed[0])}); the rest and the processed marker stay applied "
-                "(Redis has no rollback), so the event is not retried"
-            )
-        return True
-    raise WatchError(f"{marker} kept changing during the transaction")
-
-
 def _names(event_types: str | Iterable[str]) -> list[str]:
     return [event_types] if isinstance(event_types, str) else list(event_types)
-
-
-def _describe(error: BaseException) -> str:
-    """ "KeyError: 'x'": what a dead letter and a log line keep of an error."""
-    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-    return text[:_ERROR_TEXT_LIMIT]

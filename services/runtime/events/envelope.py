@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 
@@ -9,8 +10,11 @@ from google.protobuf.message import Message
 from opentelemetry import propagate
 
 from nova.events.v1 import events_pb2
-from services.runtime.events.model import AGGREGATE_TYPES, Event
+from services.runtime.events.model import Event
 from services.runtime.ids import new_id
+
+_AGGREGATE_TYPE = re.compile(r"[a-z][a-z0-9_]*")
+"""What names a topic (nova.<aggregate>.v1); services declare theirs in their SPEC."""
 
 
 def new_event(
@@ -26,8 +30,8 @@ def new_event(
     The event id is a UUIDv7 (time-ordered, so ids sort in the order events were made);
     the trace context is the current span's, so a consumer's work joins the request's trace.
     """
-    if aggregate_type not in AGGREGATE_TYPES:
-        raise ValueError(f"aggregate type {aggregate_type!r} is not one of {AGGREGATE_TYPES}")
+    if not _AGGREGATE_TYPE.fullmatch(aggregate_type):
+        raise ValueError(f"aggregate type {aggregate_type!r} must be a lowercase identifier")
     event_id = new_id()
     occurred = occurred_at if occurred_at is not None else datetime.now(UTC)
     carrier: dict[str, str] = {}

@@ -49,7 +49,7 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.protocol.group import LeaveGroupRequest
 
-from services.runtime.events.model import ALL_TOPICS, Delivery, Event, GroupActiveError
+from services.runtime.events.model import Delivery, Event, GroupActiveError
 
 _SCAN_POLL_MS = 100
 _SCAN_TIMEOUT_SECONDS = 60.0
@@ -60,8 +60,9 @@ _SCAN_TIMEOUT_SECONDS = 60.0
 class KafkaTransport:
     """The Transport on Kafka (services.runtime.events.model.Transport).
 
-    Use as ``async with KafkaTransport(bootstrap) as kafka:``; entering it connects and
-    creates any missing topic of ALL_TOPICS with `partitions` partitions (replication 1).
+    Use as ``async with KafkaTransport(bootstrap) as kafka:``; entering it connects, and
+    publishing to or subscribing to a topic that is missing creates it with `partitions`
+    partitions (replication 1).
     The group timeouts are Kafka's defaults' order of magnitude (and within a stock
     broker's allowed range); tests lower them, since on Tansu a join takes about half
     the session timeout.
@@ -82,7 +83,6 @@ class KafkaTransport:
             await self._admin.start()
             self._client = AIOKafkaClient(bootstrap_servers=self.bootstrap)
             await self._client.bootstrap()
-            await self.ensure_topics(ALL_TOPICS)
         except BaseException:
             await self.close()
             raise
@@ -136,7 +136,7 @@ class KafkaTransport:
     ) -> AsyncIterator[KafkaSubscription]:
         await self.ensure_topics(topics)
         # A fetch waits at most this long for new records: the broker's default (500 ms)
-        # was most of the commit-to-effect lag (`nova bench events`).
+        # was most of the commit-to-effect lag (`./dev bench events`).
         consumer = self._consumer(group, fetch_max_wait_ms=_FETCH_MAX_WAIT_MS)
         consumer.subscribe(list(topics))
         try:

@@ -2,8 +2,9 @@
 
 An Event is the serialized nova.events.v1.EventEnvelope plus the fields routing needs
 (read out of it once, so no transport parses protobuf). Topics are per aggregate type
-("nova.user.v1", "nova.post.v1") and the key is the aggregate id, so the events of one
-aggregate keep their order on every transport.
+("nova.user.v1", "nova.post.v1"; each service's SPEC declares its aggregate types) and the
+key is the aggregate id, so the events of one aggregate keep their order on every
+transport.
 """
 
 from __future__ import annotations
@@ -17,16 +18,10 @@ from typing import Protocol
 
 from nova.events.v1 import events_pb2
 
-AGGREGATE_TYPES = ("user", "post")
-"""Every aggregate type that has events; one topic each."""
-
 
 def topic_for(aggregate_type: str) -> str:
     """The topic of an aggregate type's events: "user" -> "nova.user.v1"."""
     return f"nova.{aggregate_type}.v1"
-
-
-ALL_TOPICS = tuple(topic_for(aggregate) for aggregate in AGGREGATE_TYPES)
 
 
 class TransportError(RuntimeError):

@@ -1,18 +1,25 @@
 """The transactional outbox: an event is written in the transaction of the change it
 records, into the owning service's schema, so it exists exactly when the change does.
 
-Each service schema has an `outbox` table (its migrations create it with OUTBOX_DDL's
-columns); the relay (services.runtime.events.relay) publishes and marks its rows.
+Each service that declares aggregate types has an `outbox` table in its schema, created by
+the one definition in outbox_migrations/ (migrate_outbox, which the process applies to every
+such schema); the relay (services.runtime.events.relay) publishes and marks its rows.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import asyncpg
 
 from services.runtime.events.model import Event
+from services.runtime.migrations import migrate
+
+MIGRATIONS = Path(__file__).parent / "outbox_migrations"
+"""The outbox's migrations, written once with {schema} for the schema they are applied to,
+and recorded apart from the schema's own (in its outbox_migrations table)."""
 
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]*")
 
@@ -57,28 +64,6 @@ async def append(conn: asyncpg.Connection, schema: str, events: Sequence[Event])
     await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, schema)
 
 
-OUTBOX_DDL = """
--- The transactional outbox (services/runtime/events/outbox.py): written in the
--- transaction of each change, published and marked by the relay, pruned after retention.
-CREATE TABLE {schema}.outbox (
-    -- Assigned at insert: the relay publishes in this order, which for one aggregate is
-    -- the order its changes committed (they lock the aggregate's row).
-    id             bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    event_id       uuid        NOT NULL UNIQUE,
-    tenant_id      uuid        NOT NULL,
-    aggregate_type text        NOT NULL,
-    aggregate_id   text        NOT NULL,
-    event_type     text        NOT NULL,
-    occurred_at    timestamptz NOT NULL,
-    envelope       bytea       NOT NULL,
-    sent_at        timestamptz
-);
--- What the relay claims: small, since sent rows leave it.
-CREATE INDEX outbox_unsent_idx ON {schema}.outbox (id) WHERE sent_at IS NULL;
-CREATE INDEX outbox_unsent_aggregate_idx ON {schema}.outbox (aggregate_id, id)
-    WHERE sent_at IS NULL;
--- What pruning deletes.
-CREATE INDEX outbox_sent_idx ON {schema}.outbox (sent_at) WHERE sent_at IS NOT NULL;
-"""
-"""The outbox table's definition; a service's migration holds it with its schema filled
-in (migrations are plain SQL files, checked by checksum, so they are not generated)."""
+async def migrate_outbox(conn: asyncpg.Connection, schema: str) -> list[str]:
+    """Creates or upgrades `schema`.outbox; returns the migrations applied now."""
+    return await migrate(conn, schema=schema, directory=MIGRATIONS, track="outbox_migrations")

@@ -18,6 +18,7 @@ from services.runtime.db import Database
 from services.runtime.events.kafka import KafkaTransport
 from services.runtime.events.model import GroupActiveError, Transport, TransportError
 from services.runtime.events.pglog import PostgresLog
+from services.runtime.events.settings import EventSettings
 
 __all__ = ["GroupActiveError", "KafkaUnavailableError", "open_transport"]
 
@@ -29,16 +30,15 @@ class KafkaUnavailableError(TransportError):
 
 
 @asynccontextmanager
-async def open_transport(
-    db: Database, kafka_bootstrap: str | None, *, kafka_partitions: int = 3
-) -> AsyncIterator[Transport]:
-    """Kafka at `kafka_bootstrap` (its topics created with `kafka_partitions` partitions
-    if missing), or the PostgreSQL log in `db` when it is None."""
+async def open_transport(db: Database, settings: EventSettings) -> AsyncIterator[Transport]:
+    """Kafka at settings.kafka_bootstrap (topics it creates get settings.kafka_partitions
+    partitions), or the PostgreSQL log in `db` when that is None."""
+    kafka_bootstrap = settings.kafka_bootstrap
     if kafka_bootstrap is None:
         yield PostgresLog(db)
         return
     async with AsyncExitStack() as stack:
-        kafka = KafkaTransport(kafka_bootstrap, partitions=kafka_partitions)
+        kafka = KafkaTransport(kafka_bootstrap, partitions=settings.kafka_partitions)
         try:
             await asyncio.wait_for(stack.enter_async_context(kafka), KAFKA_CONNECT_TIMEOUT_SECONDS)
         except (KafkaError, OSError, TimeoutError) as error:

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
-from typing import Protocol
 
 import structlog
 
@@ -23,6 +21,7 @@ from services.runtime.events.relay import Relay
 from services.runtime.events.retention import run_pruning
 from services.runtime.events.settings import EventSettings
 from services.runtime.events.transports import open_transport
+from services.runtime.spec import ConsumerSpec
 
 _log = structlog.get_logger("nova.events")
 
@@ -35,21 +34,6 @@ Worker = Callable[[asyncio.Event], Awaitable[None]]
 WorkerFactory = Callable[[Transport, Publisher, Database], Worker]
 
 
-class _Runs(Protocol):
-    async def run(self, stop: asyncio.Event) -> None: ...
-
-
-@dataclass(frozen=True)
-class ConsumerSpec:
-    """A consumer group this build can run: where its effects live and how to build it."""
-
-    group: str
-    schema: str
-    """The schema of its effects (migrated with the services)."""
-    migrations: Path
-    build: Callable[[Transport, Database], _Runs]
-
-
 def pruning_worker(settings: EventSettings) -> WorkerFactory:
     """Retention of the PostgreSQL log and the processed-event ids (retention.py)."""
 
@@ -59,9 +43,9 @@ def pruning_worker(settings: EventSettings) -> WorkerFactory:
     return build
 
 
-def consumer_worker(spec: ConsumerSpec) -> WorkerFactory:
+def consumer_worker(spec: ConsumerSpec, topics: Sequence[str]) -> WorkerFactory:
     def build(transport: Transport, publisher: Publisher, db: Database) -> Worker:
-        return spec.build(transport, db).run
+        return spec.build(transport, db, topics).run
 
     return build
 
@@ -88,9 +72,7 @@ async def running_events(
     """Opens the configured transport and runs `workers` (by name) until the block ends;
     then each finishes what it is doing (up to 10 s) and stops."""
     async with (
-        open_transport(
-            db, settings.kafka_bootstrap, kafka_partitions=settings.kafka_partitions
-        ) as transport,
+        open_transport(db, settings) as transport,
         transport.publisher() as publisher,
     ):
         stop = asyncio.Event()

@@ -1,5 +1,7 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable
 from typing import ClassVar as _ClassVar, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -13,7 +15,9 @@ class PageRequest(_message.Message):
     def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class PageResponse(_message.Message):
-    __slots__ = ("next_page_token",)
+    __slots__ = ("next_page_token", "item_tokens")
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ITEM_TOKENS_FIELD_NUMBER: _ClassVar[int]
     next_page_token: str
-    def __init__(self, next_page_token: _Optional[str] = ...) -> None: ...
+    item_tokens: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, next_page_token: _Optional[str] = ..., item_tokens: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -1,0 +1,426 @@
+"""The server's chain: the layers around each call, in one coroutine around the servicer.
+
+grpc.aio awaits every interceptor's `intercept_service` on every call, and an interceptor
+that wraps the method handler there builds a new handler per call and puts one more
+coroutine level around the servicer: seven of them took ~40% of the throughput of a call
+that does no work (`./dev bench overhead`). So each concern is a *layer* instead, a plain
+object in a module of its own, asked once per method what it does on a call of that method
+(`Layer.for_method`). The Chain wraps each method's handler once, keeps it, and on every
+call runs the layers' synchronous hooks in one coroutine around the servicer. A
+ChainedServer puts it in front of the servicers' handlers; interceptors.server.chain_interceptor
+installs it as a grpc.aio interceptor instead.
+
+- `begin(call)`, outermost layer first, in the RPC's own task before the servicer runs, so
+  context variables it sets are seen by the layers inside it and by the servicer; they
+  need no reset, since grpc.aio gives every call a task of its own, which ends with it.
+  It returns a Scope to end, or None. Raising Abort refuses the call: the status is sent
+  at once, nothing inside the layer runs, and the layers already begun end with its
+  AbortError.
+- `scope.end(call, error)`, innermost first, with what the call is ending with: None, the
+  servicer's exception, or the AbortError of a status already sent. Raising Abort answers
+  the call with that status instead (the error mapping does); the layers outside it then
+  end with that AbortError.
+
+A layer with nothing to do when a call begins, and one scope for every call of a method
+(the error mapping, the access log), says so with `Every(scope)`: the chain then calls no
+begin for it. A layer whose begin must await (a lookup in Redis or PostgreSQL, a remote
+rate limit) says so with `Awaiting(begin)`, where begin is a coroutine function with the
+same contract. Methods none of whose layers await run the synchronous path only, so an
+awaiting layer costs nothing where it is not used; where one is, the begins before it
+run as usual, and it and every begin after it run awaited in order, in the call's task.
+
+A streaming behavior that is an async generator is run by a coroutine that writes what it
+yields with `context.write`, which grpc.aio serves the same way; others (which write with
+`context.write` themselves) are wrapped like unary ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import aclosing
+from contextvars import ContextVar
+from dataclasses import dataclass
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+
+import grpc
+
+from interceptors import context as rpc
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    # grpc-stubs makes it generic; grpcio's runtime class is not subscriptable.
+    Handler = grpc.RpcMethodHandler[Any, Any]
+Behavior = Callable[..., Any]
+
+_received: ContextVar[tuple[tuple[str, str | bytes], ...]] = ContextVar("nova_received")
+"""The metadata of the call being served, set by handler_for: grpc.aio looks the handler up
+in the RPC's own task, just before it runs it."""
+
+# Module constants: an enum member looked up on its class runs Python code (~1k
+# instructions), and these are read on every call.
+_OK, _UNKNOWN = grpc.StatusCode.OK, grpc.StatusCode.UNKNOWN
+_DEADLINE_EXCEEDED, _CANCELLED = grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED
+
+Rejected = Callable[[str, str], None]
+"""Told (reason, method path) of each call a layer refuses before any work, e.g. to count
+it (the telemetry layer's rejections counter)."""
+
+_MAX_METHODS = 10_000
+"""Wrapped handlers kept at most: a generic handler may serve any path a client sends."""
+
+
+class Context(Protocol):
+    """What the layers use of grpc.aio's ServicerContext, typed as it behaves.
+
+    grpc-stubs declares `time_remaining() -> float` and `code() -> StatusCode`, but they
+    return None for a call without a deadline and one whose code is not set yet.
+    """
+
+    def time_remaining(self) -> float | None: ...
+
+    def code(self) -> grpc.StatusCode | None: ...
+
+    def peer(self) -> str: ...
+
+    async def abort(
+        self,
+        code: grpc.StatusCode,
+        details: str = "",
+        trailing_metadata: Sequence[tuple[str, str | bytes]] = (),
+    ) -> NoReturn: ...
+
+    async def write(self, message: Any) -> None: ...
+
+
+def final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:
+    """The status code a call ends with, as the layers around it can tell: grpc.aio says it
+    only part of the time. `context.code()` holds what `abort` or `set_code` set; a call
+    whose deadline expired or whose client went away ends in CancelledError with no code;
+    an exception that no layer mapped reaches the client as UNKNOWN."""
+    if isinstance(error, asyncio.CancelledError):
+        remaining = context.time_remaining()
+        if remaining is None:
+            # No deadline from the client: the server's default one may have run out.
+            remaining = rpc.remaining_seconds()
+        expired = remaining is not None and remaining <= 0
+        return _DEADLINE_EXCEEDED if expired else _CANCELLED
+    code = context.code()
+    if code is not None:
+        return code
+    return _OK if error is None else _UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """A served method, as a layer is told about it once."""
+
+    path: str
+    """As grpc names it: "/package.Service/Method"."""
+    unary_response: bool
+    """One response (unary-unary, stream-unary), not a stream of them."""
+
+    @property
+    def name(self) -> str:
+        """OpenTelemetry's rpc.method: "package.Service/Method"."""
+        return self.path.lstrip("/")
+
+
+class Call:
+    """One call, as its layers see it.
+
+    What several layers need is found once, by the chain, and kept here as attributes:
+    the metadata, the clock at the start and end, the status code it ends with. In the
+    server each function call a layer makes costs several times its micro-benchmark (the
+    grpc core and the event loop keep the CPU's caches busy), so the chain reads the clock
+    twice per call, not once per layer and end.
+    """
+
+    __slots__ = (
+        "context",
+        "finished",
+        "metadata",
+        "method",
+        "seconds",
+        "span",
+        "started",
+        "status",
+        "trace_ids",
+    )
+
+    finished: float
+    """time.perf_counter() when the servicer or a refusing layer ended it; set, like
+    `seconds` and `status`, before the first scope ends."""
+    seconds: float
+    """finished - started."""
+    status: grpc.StatusCode
+    """The code the call ends with (see final_code), as the scope being ended sees it: an
+    Abort raised by an inner scope's end changes it for the outer ones."""
+
+    def __init__(self, method: Method, context: Context) -> None:
+        self.method = method
+        self.context = context
+        self.started = perf_counter()
+        """time.perf_counter() when the call began, before the first layer's begin."""
+        self.span: Span | None = None
+        """The call's OpenTelemetry span, when the telemetry layer started one."""
+        self.trace_ids: tuple[str, str] | None = None
+        """The trace id and span id of the call's span, as log lines write them, when the
+        telemetry layer started one: the access log's line would otherwise look the current
+        span up through OpenTelemetry's API, which cost more than the rest of the line."""
+        # Read once for every layer, from what grpc gave intercept_service in this task:
+        # context.invocation_metadata() would build it again, which costs more than all the
+        # layers' lookups. A key sent twice keeps its first value.
+        received = _received.get()
+        self.metadata: dict[str, str | bytes] = dict(received)
+        if len(self.metadata) != len(received):
+            self.metadata = dict(reversed(received))
+
+    def header(self, key: str) -> str | None:
+        """The value of a text (not `-bin`) metadata key, lowercase, or None."""
+        value = self.metadata.get(key)
+        return value if isinstance(value, str) else None
+
+
+class Abort(Exception):
+    """Raised by a layer's hook to answer the call with this status; the chain sends it."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        details: str,
+        trailing_metadata: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        super().__init__(code, details)
+        self.code = code
+        self.details = details
+        self.trailing_metadata = trailing_metadata
+
+
+class Scope(Protocol):
+    def end(self, call: Call, error: BaseException | None) -> None:
+        """The call is ending with `error` (None: it succeeded); may raise Abort."""
+
+
+Begin = Callable[[Call], Scope | None]
+AsyncBegin = Callable[[Call], Awaitable[Scope | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Every:
+    """A layer's answer to for_method when a call of the method has nothing to do at its
+    start and `scope` is what every call of it ends."""
+
+    scope: Scope
+
+
+@dataclass(frozen=True, slots=True)
+class Awaiting:
+    """A layer's answer to for_method when its begin must await: `begin` is a coroutine
+    function with a Begin's contract (it returns a Scope or None, and may raise Abort)."""
+
+    begin: AsyncBegin
+
+
+class Layer(Protocol):
+    def for_method(self, method: Method) -> Begin | Every | Awaiting:
+        """What this layer does when a call of `method` begins (asked once per method)."""
+
+
+class Chain:
+    """Runs `layers`, outermost first, around every call of the handlers it wraps."""
+
+    def __init__(self, layers: Sequence[Layer]) -> None:
+        self._layers = tuple(layers)
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+        """By path: the handler grpc found and its wrapped twin."""
+
+    def handler_for(
+        self, details: grpc.HandlerCallDetails, handler: Handler | None
+    ) -> Handler | None:
+        """The handler that runs the layers around `handler`, the one grpc found for the
+        call `details` describes (None: no such method). Called in the call's own task, as
+        grpc.aio asks for it, by a ChainedServer's generic handler."""
+        if handler is None:
+            return None
+        _received.set(details.invocation_metadata)
+        path = details.method
+        known = self._wrapped.get(path)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(path, handler)
+        if known is not None or len(self._wrapped) < _MAX_METHODS:
+            self._wrapped[path] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, path: str, handler: Handler) -> Handler:
+        method = Method(path, handler.unary_unary is not None or handler.stream_unary is not None)
+        answers = [layer.for_method(method) for layer in self._layers]
+        first_awaiting = next(
+            (i for i, answer in enumerate(answers) if isinstance(answer, Awaiting)), len(answers)
+        )
+        run = _Run(
+            method,
+            tuple(_step(answer) for answer in answers[:first_awaiting]),
+            tuple(_awaited_step(answer) for answer in answers[first_awaiting:]),
+        )
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(run.wrap(handler.unary_unary), **kwargs)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(run.wrap(handler.unary_stream), **kwargs)
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(run.wrap(handler.stream_unary), **kwargs)
+        assert handler.stream_stream is not None
+        return grpc.stream_stream_rpc_method_handler(run.wrap(handler.stream_stream), **kwargs)
+
+
+_Step = tuple[Begin | None, Scope | None]
+"""A layer's part in a call of one method: its begin, or else the scope of every call."""
+
+
+_AwaitedStep = tuple[Begin | None, Scope | None, AsyncBegin | None]
+"""A layer's part from the first awaiting layer on: its begin, the scope of every call, or
+the begin to await."""
+
+
+def _step(answer: Begin | Every | Awaiting) -> _Step:
+    assert not isinstance(answer, Awaiting)
+    return (None, answer.scope) if isinstance(answer, Every) else (answer, None)
+
+
+def _awaited_step(answer: Begin | Every | Awaiting) -> _AwaitedStep:
+    if isinstance(answer, Awaiting):
+        return (None, None, answer.begin)
+    return (*_step(answer), None)
+
+
+class _Run:
+    """The layers' hooks for calls of one method, around its behavior."""
+
+    __slots__ = ("_awaited", "_method", "_steps")
+
+    def __init__(
+        self, method: Method, steps: tuple[_Step, ...], awaited: tuple[_AwaitedStep, ...]
+    ) -> None:
+        self._method = method
+        self._steps = steps
+        """The layers before the first that awaits: begun without an await."""
+        self._awaited = awaited
+        """That layer and those after it (none when no layer awaits)."""
+
+    def wrap(self, behavior: Behavior) -> Behavior:
+        if inspect.isasyncgenfunction(behavior):
+            behavior = _written(behavior)
+        elif not inspect.iscoroutinefunction(behavior):
+            behavior = _awaitable(behavior)
+        method, steps, awaited = self._method, self._steps, self._awaited
+
+        async def run(request: Any, context: Context) -> Any:
+            call = Call(method, context)
+            scopes: list[Scope] = []
+            error: BaseException | None = None
+            result = None
+            try:
+                _begin_all(steps, call, scopes)
+                if awaited:  # a tuple's truth: the synchronous path pays no more
+                    await _begin_awaited(awaited, call, scopes)
+                result = await behavior(request, context)
+            except BaseException as raised:
+                error = raised
+            error = _finish(call, scopes, error)
+            while isinstance(error, Abort):
+                error = _end(call, scopes, await _answer(context, error))
+            if error is not None:
+                raise error
+            return result
+
+        return run
+
+
+async def _begin_awaited(
+    awaited: tuple[_AwaitedStep, ...], call: Call, scopes: list[Scope]
+) -> None:
+    """The begins from the first awaiting layer on, in order, awaiting those that await."""
+    for begin, every, awaiting in awaited:
+        if awaiting is not None:
+            scope = await awaiting(call)
+        else:
+            scope = every if begin is None else begin(call)
+        if scope is not None:
+            scopes.append(scope)
+
+
+def _begin_all(steps: tuple[_Step, ...], call: Call, scopes: list[Scope]) -> None:
+    for begin, every in steps:
+        scope = every if begin is None else begin(call)
+        if scope is not None:
+            scopes.append(scope)
+
+
+def _finish(call: Call, scopes: list[Scope], error: BaseException | None) -> BaseException | None:
+    """Stops the call's clock, then ends its scopes (see _end)."""
+    call.finished = finished = perf_counter()
+    call.seconds = finished - call.started
+    return _end(call, scopes, error)
+
+
+def _end(call: Call, scopes: list[Scope], error: BaseException | None) -> BaseException | None:
+    """Ends the begun scopes, innermost first, until one raises Abort: returns that, to be
+    answered before the others end, or else what the call ends with. An Abort passed in
+    is returned at once, for the same reason."""
+    if isinstance(error, Abort):
+        return error
+    if error is None:  # final_code's answer for most calls, without calling it
+        code = call.context.code()
+        call.status = _OK if code is None else code
+    else:
+        call.status = final_code(call.context, error)
+    coded = error
+    while scopes:
+        if error is not coded:  # an inner scope's end raised
+            call.status = final_code(call.context, error)
+            coded = error
+        try:
+            scopes.pop().end(call, error)
+        except BaseException as raised:
+            if isinstance(raised, Abort):
+                return raised
+            error = raised
+    return error
+
+
+async def _answer(context: Context, abort: Abort) -> BaseException:
+    """Sends the status; returns the exception the call goes on ending with (AbortError)."""
+    try:
+        await context.abort(abort.code, abort.details, abort.trailing_metadata)
+    except BaseException as answered:
+        return answered
+
+
+def _written(behavior: Behavior) -> Behavior:
+    """An async generator behavior as a coroutine that writes what it yields."""
+
+    async def write(request: Any, context: Context) -> None:
+        async with aclosing(behavior(request, context)) as responses:
+            async for response in responses:
+                await context.write(response)
+
+    return write
+
+
+def _awaitable(behavior: Behavior) -> Behavior:
+    """A behavior that is no coroutine function (a callable object, a sync function) run on
+    the event loop like one, its result awaited when it is awaitable."""
+
+    async def call(request: Any, context: Context) -> Any:
+        result = behavior(request, context)
+        return await result if inspect.isawaitable(result) else result
+
+    return call

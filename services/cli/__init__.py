@@ -1,0 +1,1 @@
+"""The `nova` command: main.py registers the command groups, each group its own module."""

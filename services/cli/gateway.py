@@ -1,0 +1,54 @@
+"""The gateway as the `nova` command runs it: its NOVA_GATEWAY_* settings and its targets.
+
+Read here, not by the gateway itself, which knows only its settings object and the
+services it is handed (one target per registered service).
+"""
+
+import os
+from collections.abc import Mapping
+
+import click
+
+from gateway.clients import Target
+from gateway.settings import GatewaySettings
+from services.runtime.env import ConfigError, EnvReader
+from services.runtime.spec import Registry
+
+
+def gateway_settings(read: EnvReader) -> GatewaySettings:
+    production = read.choice("NOVA_GATEWAY_MODE", "development", ("development", "production"))
+    return GatewaySettings(
+        port=read.number("NOVA_GATEWAY_PORT", 8080, 0, 65535),
+        production=production == "production",
+        introspection=read.optional_flag("NOVA_GATEWAY_INTROSPECTION"),
+        request_timeout_seconds=read.seconds_from_ms(
+            "NOVA_GATEWAY_REQUEST_TIMEOUT_MS", 10_000, 1, 600_000
+        ),
+        max_query_length=read.number("NOVA_GATEWAY_MAX_QUERY_LENGTH", 100_000, 1, 10_000_000),
+        max_tokens=read.number("NOVA_GATEWAY_MAX_TOKENS", 1000, 1, 1_000_000),
+        max_depth=read.number("NOVA_GATEWAY_MAX_DEPTH", 10, 1, 100),
+        max_aliases=read.number("NOVA_GATEWAY_MAX_ALIASES", 30, 1, 10_000),
+        max_cost=read.number("NOVA_GATEWAY_MAX_COST", 2000, 1, 10_000_000),
+        max_page_size=read.number("NOVA_GATEWAY_MAX_PAGE_SIZE", 100, 1, 100),
+        document_cache_size=read.number("NOVA_GATEWAY_DOCUMENT_CACHE_SIZE", 1000, 0, 1_000_000),
+        persisted_query_cache_size=read.number(
+            "NOVA_GATEWAY_APQ_CACHE_SIZE", 10_000, 0, 10_000_000
+        ),
+        safelist=read.existing_file("NOVA_GATEWAY_SAFELIST"),
+    )
+
+
+def gateway_targets(registry: Registry, addresses: Mapping[str, str]) -> dict[str, Target]:
+    """Every registered service, at its address, as a target of the gateway's clients."""
+    return {
+        name: Target(addresses[name], spec.service, spec.stub)
+        for name, spec in registry.services.items()
+    }
+
+
+def load_gateway_settings() -> GatewaySettings:
+    """The gateway's settings from NOVA_GATEWAY_* variables."""
+    try:
+        return gateway_settings(EnvReader(os.environ))
+    except ConfigError as error:
+        raise click.ClickException(f"configuration: {error}") from None

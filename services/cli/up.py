@@ -1,0 +1,139 @@
+"""`nova up` (every service, the gateway and the event workers in one process) and
+`nova serve <service|gateway>` (one of them, as in production)."""
+
+import asyncio
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+
+import click
+
+from gateway.server import RunningGateway, serve_gateway
+from gateway.settings import GatewaySettings
+from services.cli.common import load_config, run
+from services.cli.events import event_workers
+from services.cli.gateway import gateway_targets, load_gateway_settings
+from services.registry import REGISTRY
+from services.runtime.config import Config
+from services.runtime.events.workers import running_events
+from services.runtime.metrics import process_telemetry
+from services.runtime.process import migrate_services, open_dependencies, serve
+from services.runtime.spec import Dependencies, Registry
+
+
+@click.command()
+def up() -> None:
+    """Run every service and the GraphQL gateway in this process (embedded PostgreSQL
+    unless NOVA_DATABASE_URL)."""
+    config, gateway = load_config(), load_gateway_settings()
+    run(_until_signal(config, REGISTRY, list(REGISTRY.services), gateway, events=True))
+
+
+@click.command(name="serve")
+@click.argument("service", type=click.Choice([*sorted(REGISTRY.services), "gateway"]))
+def serve_one(service: str) -> None:
+    """Run one service, or the gateway (production: one process each)."""
+    config = load_config()
+    if service == "gateway":
+        run(_until_signal(config, REGISTRY, [], load_gateway_settings(), events=False))
+    else:
+        run(_until_signal(config, REGISTRY, [service], None, events=False))
+
+
+@dataclass
+class Running:
+    """What `running` started."""
+
+    banner: list[str] = field(default_factory=list)
+    """One line per endpoint, as `nova up` prints them."""
+    gateway: RunningGateway | None = None
+    deps: Dependencies | None = None
+    """The services' database and tokens, when any service runs."""
+
+
+@asynccontextmanager
+async def running(
+    config: Config,
+    registry: Registry,
+    services: Sequence[str],
+    gateway: GatewaySettings | None,
+    *,
+    events: bool,
+) -> AsyncIterator[Running]:
+    """Runs the named services of `registry` (migrated first), the gateway when given
+    settings (calling every registered service), and the relay and every consumer group
+    when `events`. On exit each drains and stops."""
+    specs = [registry.services[name] for name in services]
+    started = Running()
+    lines = started.banner
+    async with AsyncExitStack() as stack:
+        scrape_port = stack.enter_context(
+            process_telemetry(
+                "nova", metrics_host=config.bind_host, metrics_port=config.metrics_port
+            )
+        )
+        if scrape_port is not None:
+            lines.append(f"metrics: http://{config.bind_host}:{scrape_port}/metrics")
+        addresses = dict(config.addresses)
+        if specs:
+            deps = started.deps = await stack.enter_async_context(open_dependencies(config))
+            consumers = list(registry.consumers.values()) if events else []
+            await migrate_services(deps.db, specs, consumers)
+            servers = await stack.enter_async_context(serve(deps, specs))
+            lines.append(
+                "database: NOVA_DATABASE_URL"
+                if config.database_url
+                else f"database: embedded PostgreSQL in {config.data_dir / 'postgres'}"
+            )
+            for server in servers:
+                address = f"{config.bind_host}:{server.port}"
+                # The gateway in this process calls the ports actually bound (0 = any).
+                addresses[server.spec.name] = address
+                lines.append(f"{server.spec.name:<15} {server.spec.full_name:<40} {address}")
+            if events:
+                workers = event_workers(
+                    config, registry, relay=True, groups=[c.group for c in consumers]
+                )
+                worked = await stack.enter_async_context(
+                    running_events(deps.db, config.events, workers)
+                )
+                lines.append(
+                    f"{'events':<15} {worked.transport.name + ' transport':<40} "
+                    f"{', '.join(worked.names)}"
+                )
+        if gateway is not None:
+            running_gateway = started.gateway = await stack.enter_async_context(
+                serve_gateway(
+                    gateway,
+                    gateway_targets(registry, addresses),
+                    host=config.bind_host,
+                    grace_seconds=config.shutdown_grace_seconds,
+                    clients=config.clients,
+                )
+            )
+            url = f"http://{config.bind_host}:{running_gateway.port}/graphql"
+            lines.append(f"{'gateway':<15} {'GraphQL (GraphiQL in a browser)':<40} {url}")
+        yield started
+
+
+async def _until_signal(
+    config: Config,
+    registry: Registry,
+    services: Sequence[str],
+    gateway: GatewaySettings | None,
+    *,
+    events: bool,
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running(config, registry, services, gateway, events=events) as started:
+        for line in started.banner:
+            click.echo(f"nova: {line}")
+        click.echo("nova: ready (Ctrl-C to stop)")
+        sys.stdout.flush()
+        await stop.wait()
+        click.echo("nova: draining…")

@@ -1,0 +1,18 @@
+"""The services and consumer groups this build runs: the one place that lists them all.
+
+Adding a service is its folder (services/<name>/service.py declares its SPEC) plus one
+line here.
+"""
+
+from services.audit.service import SPEC as AUDIT
+from services.content.service import SPEC as CONTENT
+from services.runtime.spec import Registry
+from services.user.service import SPEC as USER
+
+REGISTRY = Registry.of(
+    services=[
+        USER,
+        CONTENT,
+    ],
+    consumers=[AUDIT],
+)

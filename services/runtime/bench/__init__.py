@@ -1,1 +1,0 @@
-"""Benchmarks: an open-loop load generator (loadgen) and the scenarios that drive it."""

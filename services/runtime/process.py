@@ -1,0 +1,75 @@
+"""Builds a process: config -> database -> migrations -> servers, closed in reverse."""
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
+
+from services.runtime.auth import TokenCodec, development_secret
+from services.runtime.config import Config
+from services.runtime.db import Database, open_database
+from services.runtime.embedded_postgres import embedded_postgres
+from services.runtime.events import schema as events_schema
+from services.runtime.events.outbox import migrate_outbox
+from services.runtime.migrations import migrate
+from services.runtime.server import RunningServer, start_server
+from services.runtime.spec import ConsumerSpec, Dependencies, ServiceSpec
+
+
+@asynccontextmanager
+async def open_dependencies(config: Config) -> AsyncIterator[Dependencies]:
+    async with AsyncExitStack() as stack:
+        dsn = config.database_url
+        if dsn is None:
+            dsn = await stack.enter_async_context(embedded_postgres(config.data_dir))
+        db = await stack.enter_async_context(
+            open_database(
+                dsn, size=config.db_pool_size, acquire_timeout_ms=config.db_acquire_timeout_ms
+            )
+        )
+        secret = config.auth_secret or development_secret(config.data_dir)
+        tokens = TokenCodec(secret=secret, ttl=timedelta(seconds=config.token_ttl_seconds))
+        yield Dependencies(config=config, db=db, tokens=tokens)
+
+
+async def migrate_services(
+    db: Database, specs: Iterable[ServiceSpec], consumers: Iterable[ConsumerSpec] = ()
+) -> dict[str, list[str]]:
+    """Applies pending migrations of the event machinery ("events"), of each consumer
+    group's schema and of each service (its own, then its outbox's when it declares
+    aggregate types); returns what was applied, by name."""
+    applied = {}
+    async with db.connection() as conn:
+        applied["events"] = await migrate(
+            conn, schema=events_schema.SCHEMA, directory=events_schema.MIGRATIONS
+        )
+        for consumer in consumers:
+            applied[consumer.group] = await migrate(
+                conn, schema=consumer.schema, directory=consumer.migrations
+            )
+        for spec in specs:
+            done = await migrate(conn, schema=spec.schema, directory=spec.migrations)
+            if spec.aggregate_types:
+                done += [f"outbox/{name}" for name in await migrate_outbox(conn, spec.schema)]
+            applied[spec.name] = done
+    return applied
+
+
+@asynccontextmanager
+async def serve(
+    deps: Dependencies, specs: Iterable[ServiceSpec], *, ports: dict[str, int] | None = None
+) -> AsyncIterator[list[RunningServer]]:
+    """Runs one server per service; on exit each drains (health NOT_SERVING, then grace)."""
+    ports = ports if ports is not None else dict(deps.config.ports)
+    async with AsyncExitStack() as stack:
+        servers = []
+        for spec in specs:
+            running = await start_server(
+                spec,
+                deps,
+                host=deps.config.bind_host,
+                port=ports[spec.name],
+                layers=deps.config.server,
+            )
+            stack.push_async_callback(running.stop, deps.config.shutdown_grace_seconds)
+            servers.append(running)
+        yield servers

@@ -1,0 +1,1 @@
+"""Benchmarks and the load generator: `./dev bench <name>` (python -m tests.bench)."""

@@ -1,0 +1,35 @@
+"""Per-field resolvers: the gateway's loaders with every load its own RPC and nothing
+kept, the N+1 pattern DataLoaders replace, for `./dev bench feed` to compare against.
+
+The gateway keeps no switch for this (nothing in production would turn it on); the
+bench and its test hand this class to build_app / serve_gateway as `loaders`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar, cast
+
+from aiodataloader import DataLoader
+
+from gateway.loaders import Loaders
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class PerFieldLoaders(Loaders):
+    """Loaders whose DataLoaders neither batch nor cache: a post's author, each of its
+    three stats fields and each comment's author are one RPC apiece."""
+
+    def _loader(
+        self, load: Callable[[list[K]], Coroutine[Any, Any, list[V | Exception]]]
+    ) -> DataLoader[K, V]:
+        # As in Loaders._loader: the batch function may return an Exception for a key.
+        return DataLoader(
+            cast(Callable[[list[K]], Coroutine[Any, Any, list[V]]], load),
+            batch=False,
+            cache=False,
+            loop=asyncio.get_running_loop(),
+        )
