@@ -28,7 +28,7 @@ import orjson
 from opentelemetry import trace
 
 from interceptors import context as rpc
-from interceptors.server.chain import Call, Every, Method
+from interceptors.server.call import Call, Every, Method
 from interceptors.server.log_time import utc_timestamp
 
 _WARNINGS = frozenset(

@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 import grpc
 
 from interceptors.context import AUTHORIZATION_KEY
-from interceptors.server.chain import Abort, Call, Method
+from interceptors.server.call import Abort, Call, Method
 
 T = TypeVar("T")
 

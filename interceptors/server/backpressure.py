@@ -19,7 +19,7 @@ from typing import Literal, NoReturn
 import grpc
 
 from interceptors.context import PUSHBACK_KEY
-from interceptors.server.chain import Abort, Call, Method, Rejected
+from interceptors.server.call import Abort, Call, Method, Rejected
 from interceptors.server.limiters import (
     AdaptiveLimiter,
     AdaptiveSettings,

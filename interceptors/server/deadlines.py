@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import grpc
 
 from interceptors import context as rpc
-from interceptors.server.chain import Abort, Call, Method, Rejected, Scope
+from interceptors.server.call import Abort, Call, Method, Rejected, Scope
 
 _monotonic = time.monotonic
 """A module constant: a module attribute is looked up on every use."""

@@ -17,7 +17,7 @@ import grpc
 from grpc import aio
 
 from interceptors import context as rpc
-from interceptors.server.chain import Abort, Call, Every, Method
+from interceptors.server.call import Abort, Call, Every, Method
 from interceptors.server.propagated import request_id_of
 
 log = logging.getLogger("nova.errors")

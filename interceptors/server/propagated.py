@@ -16,7 +16,7 @@ from random import getrandbits
 
 from interceptors import context as rpc
 from interceptors.context import AUTHORIZATION_KEY, REQUEST_ID_KEY
-from interceptors.server.chain import Call, Method
+from interceptors.server.call import Call, Method
 
 _MAX_REQUEST_ID_LENGTH = 128
 

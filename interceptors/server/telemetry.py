@@ -20,7 +20,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import Span
 
-from interceptors.server.chain import Call, Method
+from interceptors.server.call import Call, Method
 from interceptors.server.duration_histogram import DurationHistogram, Series
 from interceptors.server.ids_only_tracer import IdsOnlySpan, IdsOnlyTracer, ids_only_span
 

@@ -20,7 +20,8 @@ from opentelemetry import metrics, trace
 from interceptors.server.access_log import AccessLog
 from interceptors.server.auth import Auth
 from interceptors.server.backpressure import Backpressure
-from interceptors.server.chain import Chain, Layer
+from interceptors.server.call import Layer
+from interceptors.server.chain import Chain
 from interceptors.server.chained_server import ChainedServer
 from interceptors.server.deadlines import Deadlines
 from interceptors.server.errors import ErrorMapping

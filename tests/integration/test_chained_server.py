@@ -9,7 +9,8 @@ import grpc
 import pytest
 from grpc import aio
 
-from interceptors.server.chain import Call, Chain, Method
+from interceptors.server.call import Call, Method
+from interceptors.server.chain import Chain
 from interceptors.server.chained_server import ChainedServer
 
 

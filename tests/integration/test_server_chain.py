@@ -17,7 +17,8 @@ import pytest
 from grpc import aio
 
 from interceptors import context as rpc
-from interceptors.server.chain import Abort, Awaiting, Call, Chain, Method, Scope
+from interceptors.server.call import Abort, Awaiting, Call, Method, Scope
+from interceptors.server.chain import Chain
 from interceptors.server.chained_server import ChainedServer
 from interceptors.server.errors import ErrorMapping
 from services.runtime.auth import Caller, TokenCodec, current_caller
