@@ -8,6 +8,7 @@ gets a fresh database of its own, dropped at the end.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -38,7 +39,7 @@ def tmp_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-async def server_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def server_url() -> AsyncIterator[str]:
     """A PostgreSQL server's URL (its maintenance database)."""
     configured = os.environ.get("NOVA_TEST_DATABASE_URL")
     if configured:
@@ -46,8 +47,12 @@ async def server_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
         return
     from services.runtime.embedded_postgres import embedded_postgres
 
-    async with embedded_postgres(tmp_path_factory.mktemp("embedded-pg")) as url:
-        yield url
+    # Not under pytest's temporary folder: run as root, pgserver serves from a user of its
+    # own and opens the folders above the data for it, and any pytest run that starts
+    # meanwhile closes pytest's folder to its owner again (its fix for shared /tmp).
+    with tempfile.TemporaryDirectory(prefix="nova-test-pg-") as data:
+        async with embedded_postgres(Path(data)) as url:
+            yield url
 
 
 @pytest.fixture(scope="session")
