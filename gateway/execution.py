@@ -191,4 +191,28 @@ def _read(payload: Any) -> tuple[str | None, dict[str, Any], str | None, dict[st
         raise BadRequest("operationName must be a string or null")
     if extensions is not None and not isinstance(extensions, dict):
         raise BadRequest("extensions must be an object or null")
+    if variables:
+        _check_unicode(variables)
     return query, variables or {}, operation_name, extensions
+
+
+def _check_unicode(variables: dict[str, Any]) -> None:
+    """Refuses a variable holding an unpaired surrogate (JSON's "\\ud800" escape allows
+    one; it is not Unicode text, and no service could be sent it). Walked without
+    recursion: a client chooses how deeply its JSON nests."""
+    pending: list[tuple[str, Any]] = [(f"${name}", value) for name, value in variables.items()]
+    while pending:
+        where, value = pending.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode()
+                except UnicodeEncodeError:
+                    raise BadRequest(
+                        f"variable {where} contains an unpaired surrogate, which is not "
+                        "Unicode text"
+                    ) from None
+        elif isinstance(value, dict):
+            pending.extend((f"{where}.{key}", item) for key, item in value.items())
+        elif isinstance(value, list):
+            pending.extend((f"{where}[{index}]", item) for index, item in enumerate(value))

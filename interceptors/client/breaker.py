@@ -40,11 +40,12 @@ FAILURE_CODES = frozenset(
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.INTERNAL,
     }
 )
 """Codes that say the target is unwell; others (NOT_FOUND, INVALID_ARGUMENT, …) are
-answers, and count as successes."""
+answers, and count as successes. INTERNAL and UNKNOWN are answers too: they say a request
+met a bug, which one caller can provoke at will with the same bad request, and a breaker
+they opened would refuse every caller's calls."""
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,13 @@
 """Maps exceptions to gRPC status codes at the edge of every RPC.
 
 Domain exceptions are looked up along their class's MRO in a table the runtime passes in,
-and answered with their message. Anything else is a bug: it is logged with its traceback
-and the caller gets INTERNAL with a request id to quote, never the exception's text. The
-id is the one the request-context layer gave the RPC, so the operator finds this line
-beside the RPC's access-log line; without that layer it is read from the metadata here.
+and answered with their message, or with the table's fixed message where the exception's
+own text is not for callers (a database driver's, which may name hosts); those are logged
+with their own text, one line each, so an operator still sees what happened. Anything
+else is a bug: it is logged with its traceback and the caller gets INTERNAL with a request
+id to quote, never the exception's text. The id is the one the propagated layer gave the
+RPC, so the operator finds this line beside the RPC's access-log line; without that layer
+it is read from the metadata here.
 `context.abort` and cancellation pass through untouched.
 """
 
@@ -23,17 +26,31 @@ from interceptors.server.propagated import request_id_of
 log = logging.getLogger("nova.errors")
 
 
+Answer = grpc.StatusCode | tuple[grpc.StatusCode, str]
+"""A status code, answered with the exception's message; or a code and a fixed message."""
+
+
 class ErrorMapping:
     """The layer: answers an exception that ends a call with its status code."""
 
-    def __init__(self, table: Mapping[type[Exception], grpc.StatusCode]) -> None:
-        self._table = dict(table)
+    def __init__(self, table: Mapping[type[Exception], Answer]) -> None:
+        self._table = {
+            cls: (answer, None) if isinstance(answer, grpc.StatusCode) else answer
+            for cls, answer in table.items()
+        }
+
+    def answer_for(self, error: Exception) -> tuple[grpc.StatusCode, str | None] | None:
+        """The code and the fixed message (None: the error's own) of the nearest class of
+        `error` in the table, or None for an unexpected error."""
+        for cls in type(error).__mro__:
+            found = self._table.get(cls)
+            if found is not None:
+                return found
+        return None
 
     def status_for(self, error: Exception) -> grpc.StatusCode | None:
-        for cls in type(error).__mro__:
-            if cls in self._table:
-                return self._table[cls]
-        return None
+        found = self.answer_for(error)
+        return None if found is None else found[0]
 
     def for_method(self, method: Method) -> Every:
         return Every(_Mapped(self, method.path))
@@ -51,8 +68,8 @@ class _Mapped:
     def end(self, call: Call, error: BaseException | None) -> None:
         if error is None or not isinstance(error, Exception) or isinstance(error, aio.AbortError):
             return
-        code = self._mapping.status_for(error)
-        if code is None:
+        found = self._mapping.answer_for(error)
+        if found is None:
             request_id = rpc.request_id.get() or request_id_of(call)
             log.error(
                 "unexpected error in %s (request id %s)", self._path, request_id, exc_info=error
@@ -61,4 +78,16 @@ class _Mapped:
                 grpc.StatusCode.INTERNAL,
                 f"internal error; quote request id {request_id} when reporting it",
             )
-        raise Abort(code, str(error))
+        code, message = found
+        if message is None:
+            raise Abort(code, str(error))
+        request_id = rpc.request_id.get() or request_id_of(call)
+        log.warning(
+            "%s answered %s (request id %s): %s: %s",
+            self._path,
+            code.name,
+            request_id,
+            type(error).__name__,
+            error,
+        )
+        raise Abort(code, message)

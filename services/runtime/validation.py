@@ -1,9 +1,27 @@
-"""Checks shared by every servicer; each failure names the field and what it accepts."""
+"""Checks shared by every servicer; each failure names the field and what it accepts.
 
+`validated(servicer, service)` is how a service registers its servicer: every request's
+text is checked before a method runs (check_strings), so no field can carry what
+PostgreSQL refuses (a NUL) or more than any field may hold, whatever the method checks
+itself.
+"""
+
+import functools
+import inspect
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from google.protobuf.descriptor import FieldDescriptor, ServiceDescriptor
+from google.protobuf.message import Message
 
 from services.runtime.errors import InvalidArgument
+
+S = TypeVar("S")
+
+MAX_STRING_CHARACTERS = 10_000
+"""The most any text field of a request may hold, whatever its method allows (the longest
+legitimate one is a post: 5,000). Methods check their fields' own, smaller limits."""
 
 
 def parse_id(value: str, field: str) -> uuid.UUID:
@@ -50,3 +68,69 @@ def check_limit(value: int, field: str, *, default: int, maximum: int) -> int:
     if value > maximum:
         raise InvalidArgument(f"{field} is {value}; at most {maximum} is allowed")
     return value or default
+
+
+def check_strings(message: Message, prefix: str = "") -> None:
+    """Refuses text that no field may carry, naming the field ("page.page_token",
+    "ids[3]"): a NUL character (PostgreSQL stores none) or more than
+    MAX_STRING_CHARACTERS. Walks the fields that are set, into nested messages. (An
+    unpaired surrogate cannot reach a servicer: protobuf refuses to hold one.)"""
+    for field, value in message.ListFields():
+        name = prefix + field.name
+        if field.type == FieldDescriptor.TYPE_STRING:
+            if field.is_repeated:
+                for index, text in enumerate(value):
+                    _check_string(text, f"{name}[{index}]")
+            else:
+                _check_string(value, name)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            entry = field.message_type
+            if entry is not None and entry.GetOptions().map_entry:
+                for key, item in value.items():
+                    if isinstance(key, str):
+                        _check_string(key, f"{name} key")
+                    if isinstance(item, str):
+                        _check_string(item, f"{name}[{key!r}]")
+                    elif isinstance(item, Message):
+                        check_strings(item, f"{name}[{key!r}].")
+            elif field.is_repeated:
+                for index, item in enumerate(value):
+                    check_strings(item, f"{name}[{index}].")
+            else:
+                check_strings(value, name + ".")
+
+
+def _check_string(text: str, field: str) -> None:
+    if len(text) > MAX_STRING_CHARACTERS:
+        raise InvalidArgument(
+            f"{field} has {len(text)} characters; no field takes more than {MAX_STRING_CHARACTERS}"
+        )
+    if "\x00" in text:
+        raise InvalidArgument(f"{field} contains a NUL character (U+0000), which text cannot hold")
+
+
+def validated(servicer: S, service: ServiceDescriptor) -> S:
+    """`servicer`, whose methods of `service` with a unary request check it with
+    check_strings first; streaming-request methods are left as they are (none yet)."""
+    return _Validated(servicer, frozenset(method.name for method in service.methods))  # type: ignore[return-value]
+
+
+class _Validated:
+    def __init__(self, servicer: object, methods: frozenset[str]) -> None:
+        self._servicer = servicer
+        self._methods = methods
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._servicer, name)
+        if name not in self._methods or not inspect.iscoroutinefunction(found):
+            return found
+        return _checking(found)
+
+
+def _checking(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    async def checked(request: Message, context: Any) -> Any:
+        check_strings(request)
+        return await method(request, context)
+
+    return checked

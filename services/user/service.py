@@ -6,22 +6,25 @@ from grpc import aio
 
 from nova.user.v1 import user_pb2, user_pb2_grpc
 from services.runtime.spec import Dependencies, ServiceSpec
+from services.runtime.validation import validated
 from services.user import events
 from services.user.passwords import Passwords
 from services.user.repository import SCHEMA, UserRepository
 from services.user.servicer import UserServicer
+
+_SERVICE = user_pb2.DESCRIPTOR.services_by_name["UserService"]
 
 
 def _add_to_server(server: aio.Server, deps: Dependencies) -> None:
     servicer = UserServicer(
         UserRepository(deps.db), Passwords(deps.config.password_hash_profile), deps.tokens
     )
-    user_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)
+    user_pb2_grpc.add_UserServiceServicer_to_server(validated(servicer, _SERVICE), server)
 
 
 SPEC = ServiceSpec(
     name="user",
-    service=user_pb2.DESCRIPTOR.services_by_name["UserService"],
+    service=_SERVICE,
     stub=user_pb2_grpc.UserServiceStub,
     default_port=50051,
     schema=SCHEMA,

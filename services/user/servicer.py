@@ -247,7 +247,7 @@ def _check_preferences(proto: user_pb2.Preferences, paths: list[str]) -> dict[st
     changes: dict[str, Any] = {}
     for path in paths:
         if path == "language":
-            if not _LANGUAGE.fullmatch(proto.language):
+            if len(proto.language) > 35 or not _LANGUAGE.fullmatch(proto.language):
                 raise InvalidArgument(
                     f"preferences.language {proto.language[:40]!r} is not a BCP 47 tag like 'en'"
                 )

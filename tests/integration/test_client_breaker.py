@@ -126,9 +126,12 @@ async def test_answers_do_not_count_as_failures() -> None:
         grpc.StatusCode.UNAUTHENTICATED,
         grpc.StatusCode.FAILED_PRECONDITION,
         grpc.StatusCode.ALREADY_EXISTS,
+        # A bug that one request meets is not the target being down (one caller could
+        # otherwise open the breaker for everyone by resending it).
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
     ]
     failures = [
-        grpc.StatusCode.INTERNAL,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -136,7 +139,7 @@ async def test_answers_do_not_count_as_failures() -> None:
     async with (
         replica() as backend,
         connect(
-            "users", [backend.address], settings=settings(BreakerSettings(failures=4))
+            "users", [backend.address], settings=settings(BreakerSettings(failures=3))
         ) as client,
     ):
         users = client.stub(user_pb2_grpc.UserServiceStub)

@@ -382,3 +382,36 @@ async def test_serve_gateway_answers_over_real_http_and_reports_a_busy_port(
         async with AsyncExitStack() as stack:
             with pytest.raises(GatewayPortInUse, match="NOVA_GATEWAY_PORT"):
                 await stack.enter_async_context(serve_gateway(busy, targets, host="127.0.0.1"))
+
+
+async def test_bad_input_from_one_caller_never_opens_the_breaker_for_everyone(
+    client: Client, sign_up: SignUp
+) -> None:
+    """Five failures open a target's breaker (the default); twenty anonymous log-ins with a
+    NUL in the login are each the caller's mistake, and leave it closed."""
+    ada = await sign_up("breaker")
+    bad = 'mutation { logIn(login: "a\\u0000b", password: "x") { token } }'
+    for _ in range(20):
+        status, body = await client.post(bad)
+        assert status == 200
+        assert code_of(body) == "BAD_USER_INPUT"
+        assert "login contains a NUL character" in body["errors"][0]["message"]
+    _, body = await client.post(
+        "query($h: String!) { user(handle: $h) { handle } }", {"h": ada.user.handle}
+    )
+    assert body == {"data": {"user": {"handle": ada.user.handle}}, "extensions": body["extensions"]}
+
+
+async def test_a_variable_that_is_not_unicode_text_is_a_bad_request(client: Client) -> None:
+    # JSON's escape allows an unpaired surrogate, which no Unicode text (or service) holds.
+    raw = (
+        b'{"query": "query($h: String!) { user(handle: $h) { id } }", '
+        b'"variables": {"h": "a\\ud800"}}'
+    )
+    response = await client.http.post(
+        "/graphql", content=raw, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert code_of(body) == "BAD_REQUEST"
+    assert "variable $h contains an unpaired surrogate" in body["errors"][0]["message"]

@@ -6,6 +6,7 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 from grpc import aio
@@ -109,3 +110,75 @@ async def test_an_exhausted_pool_answers_resource_exhausted_instead_of_hanging(
                 assert error.value.code() == grpc.StatusCode.NOT_FOUND
         finally:
             await running.stop(0)
+
+
+@pytest.fixture
+async def database_server(deps: Dependencies) -> AsyncIterator[str]:
+    """Handlers that meet PostgreSQL's own refusals, on real connections."""
+    db = deps.db
+
+    async def store_nul(request: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
+        async with db.connection() as conn:
+            await conn.fetchval("SELECT $1::text", "a\x00b")
+        return b""
+
+    async def lose_connection(request: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
+        # The server ends the connection mid-query, as a failover or a restart does.
+        async with db.connection() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            query = asyncio.ensure_future(conn.fetchval("SELECT pg_sleep(10)"))
+            async with db.connection() as other:
+                for _ in range(500):  # until the query runs (a few ms)
+                    if await other.fetchval(
+                        "SELECT state = 'active' FROM pg_stat_activity WHERE pid = $1", pid
+                    ):
+                        break
+                    await asyncio.sleep(0.01)
+                await other.execute("SELECT pg_terminate_backend($1)", pid)
+            await query
+        return b""
+
+    async def conflict(request: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
+        raise asyncpg.exceptions.SerializationError("could not serialize access")
+
+    handlers = {
+        "StoreNul": grpc.unary_unary_rpc_method_handler(store_nul),
+        "LoseConnection": grpc.unary_unary_rpc_method_handler(lose_connection),
+        "Conflict": grpc.unary_unary_rpc_method_handler(conflict),
+    }
+    server = ChainedServer(Chain([ErrorMapping(STATUS_BY_ERROR)]), aio.server())
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("test.Db", handlers)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop(None)
+
+
+@pytest.mark.parametrize(
+    ("method", "code", "message"),
+    [
+        ("StoreNul", grpc.StatusCode.INVALID_ARGUMENT, "a value of the request cannot be stored"),
+        ("LoseConnection", grpc.StatusCode.UNAVAILABLE, "the database cannot be reached"),
+        ("Conflict", grpc.StatusCode.ABORTED, "the change conflicted with a concurrent one"),
+    ],
+)
+async def test_database_refusals_are_answered_for_what_they_are_not_as_internal(
+    database_server: str,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    code: grpc.StatusCode,
+    message: str,
+) -> None:
+    async with aio.insecure_channel(database_server) as channel:
+        with (
+            caplog.at_level(logging.WARNING, logger="nova.errors"),
+            pytest.raises(aio.AioRpcError) as error,
+        ):
+            await channel.unary_unary(f"/test.Db/{method}", None, None)(b"", timeout=10)
+    assert error.value.code() == code
+    assert (error.value.details() or "").startswith(message)
+    # The driver's own text goes to the operator, one line, not to the caller.
+    (record,) = [r for r in caplog.records if r.name == "nova.errors"]
+    assert record.levelno == logging.WARNING
+    assert record.exc_info is None
+    assert f"/test.Db/{method} answered {code.name}" in record.getMessage()
