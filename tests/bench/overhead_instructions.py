@@ -41,16 +41,16 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nova.user.v1 import user_pb2, user_pb2_grpc
+from services.runtime.config import Config
 from services.runtime.db import open_database
 from services.runtime.errors import NotFound
 from services.runtime.ids import DEFAULT_TENANT_ID, new_id
 from services.runtime.logs import FLUSH_SECONDS
 from services.runtime.process import migrate_services
 from services.runtime.server_layers import ServerLayers
-from services.user.passwords import Passwords
+from services.runtime.spec import Dependencies
 from services.user.repository import UserRepository
 from services.user.service import SPEC as USER
-from services.user.servicer import UserServicer
 from tests.bench.harness import (
     BENCH_TOKENS,
     ERRORS_AND_AUTH,
@@ -102,8 +102,11 @@ def _serve(variant: str, port: int, log_flush_seconds: float, dsn: str | None) -
                     password_hash="not-a-hash",
                     display_name=_HANDLE,
                 )
-            servicer = UserServicer(repository, Passwords("insecure-fast"), BENCH_TOKENS)
-            user_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)
+            # Registered as the process registers it (its SPEC), checks included.
+            config = Config.from_env(
+                {"NOVA_PASSWORD_HASH_PROFILE": "insecure-fast"}, default_ports={}
+            )
+            USER.add_to_server(server, Dependencies(config=config, db=db, tokens=BENCH_TOKENS))
             server.add_insecure_port(f"127.0.0.1:{port}")
             await server.start()
             try:
