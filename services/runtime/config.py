@@ -40,6 +40,9 @@ class Config:
     db_pool_size: int
     db_acquire_timeout_ms: int
     shutdown_grace_seconds: float
+    drain_delay_seconds: float
+    """How long servers answer health NOT_SERVING, still serving, before they stop taking
+    calls: the time balancers need to see it and move away."""
     log_level: str
     clients: ClientSettings
     """How services, seed and bench call services: pool, retries, breaker, hedging."""
@@ -82,6 +85,7 @@ class Config:
             db_pool_size=read.number("NOVA_DB_POOL_SIZE", 10, 1, 1000),
             db_acquire_timeout_ms=read.number("NOVA_DB_ACQUIRE_TIMEOUT_MS", 1000, 1, 60_000),
             shutdown_grace_seconds=read.number("NOVA_SHUTDOWN_GRACE_SECONDS", 5, 0, 300),
+            drain_delay_seconds=read.number("NOVA_DRAIN_DELAY_SECONDS", 0, 0, 300),
             log_level=read.choice(
                 "NOVA_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True
             ),

@@ -1,6 +1,7 @@
 """Builds a process: config -> database -> migrations -> servers, closed in reverse."""
 
-from collections.abc import AsyncIterator, Iterable
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 
@@ -58,18 +59,29 @@ async def migrate_services(
 async def serve(
     deps: Dependencies, specs: Iterable[ServiceSpec], *, ports: dict[str, int] | None = None
 ) -> AsyncIterator[list[RunningServer]]:
-    """Runs one server per service; on exit each drains (health NOT_SERVING, then grace)."""
+    """Runs one server per service. On exit all of them drain together: health turns
+    NOT_SERVING at once while they still serve, for the drain delay, then they stop
+    taking calls and those in flight get the grace period."""
     ports = ports if ports is not None else dict(deps.config.ports)
-    async with AsyncExitStack() as stack:
-        servers = []
+    servers: list[RunningServer] = []
+    try:
         for spec in specs:
-            running = await start_server(
-                spec,
-                deps,
-                host=deps.config.bind_host,
-                port=ports[spec.name],
-                layers=deps.config.server,
+            servers.append(
+                await start_server(
+                    spec,
+                    deps,
+                    host=deps.config.bind_host,
+                    port=ports[spec.name],
+                    layers=deps.config.server,
+                )
             )
-            stack.push_async_callback(running.stop, deps.config.shutdown_grace_seconds)
-            servers.append(running)
         yield servers
+    finally:
+        await _drain(servers, deps.config.drain_delay_seconds, deps.config.shutdown_grace_seconds)
+
+
+async def _drain(servers: Sequence[RunningServer], delay: float, grace: float) -> None:
+    await asyncio.gather(*(server.drain() for server in servers))
+    if servers and delay > 0:
+        await asyncio.sleep(delay)
+    await asyncio.gather(*(server.stop(grace) for server in servers))

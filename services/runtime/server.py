@@ -137,8 +137,13 @@ class RunningServer:
     health: Any  # grpc_health.v1.health.aio.HealthServicer (untyped)
     port: int
 
-    async def stop(self, grace_seconds: float) -> None:
+    async def drain(self) -> None:
+        """Health turns NOT_SERVING (every service name); calls are still served."""
         await self.health.enter_graceful_shutdown()
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Drains, then stops taking calls; those in flight get `grace_seconds`."""
+        await self.drain()
         await self.server.stop(grace_seconds)
 
 

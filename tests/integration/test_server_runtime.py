@@ -3,7 +3,9 @@
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -17,6 +19,7 @@ from interceptors.server.chained_server import ChainedServer
 from interceptors.server.errors import ErrorMapping
 from services.registry import REGISTRY
 from services.runtime.errors import STATUS_BY_ERROR
+from services.runtime.process import serve
 from services.runtime.server import PortInUse, start_server
 from services.runtime.spec import Dependencies
 
@@ -88,8 +91,6 @@ async def test_an_unexpected_error_is_internal_with_a_request_id_and_no_internal
 async def test_an_exhausted_pool_answers_resource_exhausted_instead_of_hanging(
     deps: Dependencies, database_url: str
 ) -> None:
-    from dataclasses import replace
-
     from nova.user.v1 import user_pb2, user_pb2_grpc
     from services.runtime.db import open_database
 
@@ -182,3 +183,38 @@ async def test_database_refusals_are_answered_for_what_they_are_not_as_internal(
     assert record.levelno == logging.WARNING
     assert record.exc_info is None
     assert f"/test.Db/{method} answered {code.name}" in record.getMessage()
+
+
+async def test_servers_turn_not_serving_together_and_serve_through_the_drain_delay(
+    deps: Dependencies,
+) -> None:
+    """Balancers need time to see NOT_SERVING and move away: every server of the process
+    answers it at once, still serving, for NOVA_DRAIN_DELAY_SECONDS; then all stop
+    together (one after another, each would keep its calls for the others' delay too)."""
+    draining = replace(deps, config=replace(deps.config, drain_delay_seconds=0.6))
+    specs = list(REGISTRY.services.values())
+    serving = serve(draining, specs, ports=dict.fromkeys(REGISTRY.services, 0))
+    servers = await serving.__aenter__()
+    channels = [aio.insecure_channel(f"127.0.0.1:{server.port}") for server in servers]
+    checks = [health_pb2_grpc.HealthStub(channel).Check for channel in channels]
+    request = health_pb2.HealthCheckRequest()
+    try:
+        for check in checks:
+            assert (
+                await check(request, timeout=5)
+            ).status == health_pb2.HealthCheckResponse.SERVING
+        started = time.monotonic()
+        stopping = asyncio.create_task(serving.__aexit__(None, None, None))
+        await asyncio.sleep(0.3)
+        for check in checks:  # answered, so still serving, and saying it is leaving
+            answer = await check(request, timeout=5)
+            assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        await stopping
+        assert 0.6 <= time.monotonic() - started < 0.6 + 0.8 * len(servers)
+        for check in checks:
+            with pytest.raises(aio.AioRpcError) as gone:
+                await check(request, timeout=2)
+            assert gone.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        for channel in channels:
+            await channel.close(None)

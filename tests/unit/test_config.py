@@ -38,6 +38,7 @@ def test_client_addresses_follow_ports_and_can_be_overridden() -> None:
         ({"NOVA_LOG_LEVEL": "loud"}, "NOVA_LOG_LEVEL must be one of DEBUG, INFO"),
         ({"NOVA_PASSWORD_HASH_PROFILE": "md5"}, "NOVA_PASSWORD_HASH_PROFILE must be one of"),
         ({"NOVA_EVENT_RETENTION_HOURS": "0"}, "NOVA_EVENT_RETENTION_HOURS must be a whole"),
+        ({"NOVA_DRAIN_DELAY_SECONDS": "301"}, "NOVA_DRAIN_DELAY_SECONDS must be a whole number"),
     ],
 )
 def test_a_bad_value_fails_with_the_variable_name(env: dict[str, str], message: str) -> None:
@@ -51,6 +52,10 @@ def test_event_retention_and_kafka_partitions_are_read() -> None:
     )
     assert config.events.event_retention_seconds == 2 * 3600
     assert config.events.kafka_partitions == 7
+    assert (
+        Config.from_env({"NOVA_DRAIN_DELAY_SECONDS": "10"}, default_ports=PORTS).drain_delay_seconds
+        == 10
+    )
     default = Config.from_env({}, default_ports=PORTS).events
     assert (default.event_retention_seconds, default.kafka_partitions) == (7 * 86400, 3)
 
