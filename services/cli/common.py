@@ -40,6 +40,8 @@ def run(coroutine: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main())
     except asyncio.CancelledError:
         raise SystemExit(128 + signal.SIGTERM) from None
+    except ConfigError as error:
+        raise click.ClickException(f"configuration: {error}") from None
     except (MigrationError, TransportError, OSError) as error:
         # OSError: a port in use (servers and the gateway say which setting to change).
         raise click.ClickException(str(error)) from None

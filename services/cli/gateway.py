@@ -15,8 +15,10 @@ from services.runtime.env import ConfigError, EnvReader
 from services.runtime.spec import Registry
 
 
-def gateway_settings(read: EnvReader) -> GatewaySettings:
-    production = read.choice("NOVA_GATEWAY_MODE", "development", ("development", "production"))
+def gateway_settings(read: EnvReader, *, mode: str = "production") -> GatewaySettings:
+    """`mode` is the default of NOVA_GATEWAY_MODE: "development" (GraphiQL, introspection,
+    stack traces in errors) only for `nova up`; `nova serve gateway` is production."""
+    production = read.choice("NOVA_GATEWAY_MODE", mode, ("development", "production"))
     return GatewaySettings(
         port=read.number("NOVA_GATEWAY_PORT", 8080, 0, 65535),
         production=production == "production",
@@ -46,9 +48,10 @@ def gateway_targets(registry: Registry, addresses: Mapping[str, str]) -> dict[st
     }
 
 
-def load_gateway_settings() -> GatewaySettings:
-    """The gateway's settings from NOVA_GATEWAY_* variables."""
+def load_gateway_settings(*, mode: str) -> GatewaySettings:
+    """The gateway's settings from NOVA_GATEWAY_* variables (`mode`: NOVA_GATEWAY_MODE's
+    default)."""
     try:
-        return gateway_settings(EnvReader(os.environ))
+        return gateway_settings(EnvReader(os.environ), mode=mode)
     except ConfigError as error:
         raise click.ClickException(f"configuration: {error}") from None

@@ -27,19 +27,23 @@ from services.runtime.spec import Dependencies, Registry
 def up() -> None:
     """Run every service and the GraphQL gateway in this process (embedded PostgreSQL
     unless NOVA_DATABASE_URL)."""
-    config, gateway = load_config(), load_gateway_settings()
-    run(_until_signal(config, REGISTRY, list(REGISTRY.services), gateway, events=True))
+    config, gateway = load_config(), load_gateway_settings(mode="development")
+    services = list(REGISTRY.services)
+    run(_until_signal(config, REGISTRY, services, gateway, events=True, development=True))
 
 
 @click.command(name="serve")
 @click.argument("service", type=click.Choice([*sorted(REGISTRY.services), "gateway"]))
 def serve_one(service: str) -> None:
-    """Run one service, or the gateway (production: one process each)."""
+    """Run one service, or the gateway, in production mode (one process each): it needs
+    NOVA_AUTH_SECRET, and the gateway shows no GraphiQL, introspection or stack traces
+    unless NOVA_GATEWAY_MODE=development."""
     config = load_config()
     if service == "gateway":
-        run(_until_signal(config, REGISTRY, [], load_gateway_settings(), events=False))
+        gateway = load_gateway_settings(mode="production")
+        run(_until_signal(config, REGISTRY, [], gateway, events=False, development=False))
     else:
-        run(_until_signal(config, REGISTRY, [service], None, events=False))
+        run(_until_signal(config, REGISTRY, [service], None, events=False, development=False))
 
 
 @dataclass
@@ -61,10 +65,12 @@ async def running(
     gateway: GatewaySettings | None,
     *,
     events: bool,
+    development: bool = True,
 ) -> AsyncIterator[Running]:
     """Runs the named services of `registry` (migrated first), the gateway when given
     settings (calling every registered service), and the relay and every consumer group
-    when `events`. On exit each drains and stops."""
+    when `events`; `development` allows a signing key of the data folder's (`nova up`).
+    On exit each drains and stops."""
     specs = [registry.services[name] for name in services]
     started = Running()
     lines = started.banner
@@ -78,7 +84,9 @@ async def running(
             lines.append(f"metrics: http://{config.bind_host}:{scrape_port}/metrics")
         addresses = dict(config.addresses)
         if specs:
-            deps = started.deps = await stack.enter_async_context(open_dependencies(config))
+            deps = started.deps = await stack.enter_async_context(
+                open_dependencies(config, development=development)
+            )
             consumers = list(registry.consumers.values()) if events else []
             await migrate_services(deps.db, specs, consumers)
             servers = await stack.enter_async_context(serve(deps, specs))
@@ -125,12 +133,15 @@ async def _until_signal(
     gateway: GatewaySettings | None,
     *,
     events: bool,
+    development: bool,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with running(config, registry, services, gateway, events=events) as started:
+    async with running(
+        config, registry, services, gateway, events=events, development=development
+    ) as started:
         for line in started.banner:
             click.echo(f"nova: {line}")
         click.echo("nova: ready (Ctrl-C to stop)")

@@ -5,6 +5,7 @@ interceptor puts the result in `current_caller`), so no service has to call anot
 know who is asking. The token carries the tenant, which scopes every query.
 """
 
+import os
 import secrets
 import uuid
 from contextvars import ContextVar
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import jwt
 
+from services.runtime.env import ConfigError
 from services.runtime.errors import Unauthenticated
 from services.runtime.ids import DEFAULT_TENANT_ID
 
@@ -92,11 +94,53 @@ class TokenCodec:
             ) from None
 
 
+MIN_KEY_LENGTH = 32
+
+
 def development_secret(data_dir: Path) -> str:
-    """A signing key kept in the data folder, created on first use, for `nova up`."""
+    """A signing key kept in the data folder, created on first use, for `nova up`.
+
+    Created whole or not at all: written to a file of its own (mode 0600) and linked into
+    place, so processes starting together never read a half-written key, and the first
+    one's key is every one's. A key file others may read, or one empty or too short, stops
+    the start with what to do, rather than signing with it.
+    """
     path = data_dir / "auth-secret"
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(48))
-    return path.read_text().strip()
+        _create_key(path)
+    return _read_key(path)
+
+
+def _create_key(path: Path) -> None:
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(descriptor, secrets.token_urlsafe(48).encode())
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        pass  # another process made it first: its key is the one
+    finally:
+        draft.unlink()
+
+
+def _read_key(path: Path) -> str:
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ConfigError(
+            f"the signing key {path} can be read by other users (mode {mode:o}); "
+            f"run `chmod 600 {path}`"
+        )
+    key = path.read_text().strip()
+    if not key:
+        raise ConfigError(f"the signing key {path} is empty; delete it, and a new one is made")
+    if len(key) < MIN_KEY_LENGTH:
+        raise ConfigError(
+            f"the signing key {path} has {len(key)} characters, fewer than {MIN_KEY_LENGTH}; "
+            "delete it, and a new one is made"
+        )
+    return key

@@ -5,8 +5,8 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 
-from services.runtime.auth import TokenCodec, development_secret
-from services.runtime.config import Config
+from services.runtime.auth import MIN_KEY_LENGTH, TokenCodec, development_secret
+from services.runtime.config import Config, ConfigError
 from services.runtime.db import Database, open_database
 from services.runtime.embedded_postgres import embedded_postgres
 from services.runtime.events import schema as events_schema
@@ -16,8 +16,29 @@ from services.runtime.server import RunningServer, start_server
 from services.runtime.spec import ConsumerSpec, Dependencies, ServiceSpec
 
 
+def signing_key(config: Config, *, development: bool) -> str:
+    """NOVA_AUTH_SECRET; without it, in development (`nova up`) a key of the data folder's,
+    and elsewhere (`nova serve`) an error: every process of a deployment must sign and
+    verify with the same key, and one made on the spot would be no one else's."""
+    if config.auth_secret is not None:
+        return config.auth_secret
+    if not development:
+        raise ConfigError(
+            f"NOVA_AUTH_SECRET is not set; it signs and verifies access tokens and must be "
+            f"the same in every process (at least {MIN_KEY_LENGTH} characters, e.g. from "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`); only `nova up` "
+            "makes a development key of its own"
+        )
+    return development_secret(config.data_dir)
+
+
 @asynccontextmanager
-async def open_dependencies(config: Config) -> AsyncIterator[Dependencies]:
+async def open_dependencies(
+    config: Config, *, development: bool = True
+) -> AsyncIterator[Dependencies]:
+    """The database (embedded unless NOVA_DATABASE_URL) and the token codec (see
+    signing_key: `development` allows a key of the data folder's)."""
+    secret = signing_key(config, development=development)
     async with AsyncExitStack() as stack:
         dsn = config.database_url
         if dsn is None:
@@ -27,7 +48,6 @@ async def open_dependencies(config: Config) -> AsyncIterator[Dependencies]:
                 dsn, size=config.db_pool_size, acquire_timeout_ms=config.db_acquire_timeout_ms
             )
         )
-        secret = config.auth_secret or development_secret(config.data_dir)
         tokens = TokenCodec(secret=secret, ttl=timedelta(seconds=config.token_ttl_seconds))
         yield Dependencies(config=config, db=db, tokens=tokens)
 

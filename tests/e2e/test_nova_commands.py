@@ -46,3 +46,25 @@ def test_an_unknown_service_is_named_with_the_choices() -> None:
     result = _nova("serve", "billing")
     assert result.returncode == 2
     assert "'billing' is not one of" in result.stderr
+
+
+def test_serve_needs_a_signing_key_and_says_how_to_make_one(
+    empty_database: str, tmp_path: Path
+) -> None:
+    """`nova serve` is production: it never falls back to a development key of its own."""
+    result = _nova("serve", "user", NOVA_DATABASE_URL=empty_database, NOVA_DATA_DIR=str(tmp_path))
+    assert result.returncode == 1
+    assert "configuration: NOVA_AUTH_SECRET is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "auth-secret").exists()
+
+
+def test_serve_gateway_is_in_production_mode_unless_told_otherwise() -> None:
+    from services.cli.gateway import gateway_settings
+    from services.runtime.env import EnvReader
+
+    assert gateway_settings(EnvReader({}), mode="production").production
+    assert not gateway_settings(EnvReader({}), mode="production").introspection_enabled
+    assert not gateway_settings(EnvReader({}), mode="development").production
+    told = EnvReader({"NOVA_GATEWAY_MODE": "development"})
+    assert not gateway_settings(told, mode="production").production

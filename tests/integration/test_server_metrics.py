@@ -61,9 +61,23 @@ def value(samples: list[Sample], name: str, **labels: str) -> float | None:
     return None
 
 
+HELD = asyncio.Event()
+"""Calls to Sleep last until it is set (by a test, or after 10 s)."""
+
+
 async def sleep(request: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(HELD.wait(), 10)
     return b"woke"
+
+
+async def scrape_until_in_flight(endpoint: MetricsEndpoint, *methods: str) -> list[Sample]:
+    """Samples once each method has a call in flight (a loaded machine may take a while)."""
+    for _ in range(250):
+        samples = await scrape(endpoint)
+        if all(value(samples, "nova_rpc_server_in_flight", rpc_method=m) == 1 for m in methods):
+            return samples
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no call of {methods} came in flight")
 
 
 @asynccontextmanager
@@ -96,12 +110,16 @@ async def test_duration_in_flight_and_refusals_by_reason_are_scraped_with_their_
     async def served_call() -> None:
         await call(b"")
 
+    HELD.clear()
+    started = asyncio.get_running_loop().time()
     served = asyncio.create_task(served_call())
-    await asyncio.sleep(0.1)
-    during = await scrape(endpoint)
+    during = await scrape_until_in_flight(endpoint, SLEEP)
     for timeout in (5.0, 0.1):  # over the concurrency limit; too short a deadline
         with pytest.raises(aio.AioRpcError):
             await call(b"", timeout=timeout)
+    # Served for at least 0.3 s, so its duration falls past the 0.25 s bucket.
+    await asyncio.sleep(max(0.0, started + 0.3 - asyncio.get_running_loop().time()))
+    HELD.set()
     await served
     after = await scrape(endpoint)
 
@@ -111,7 +129,7 @@ async def test_duration_in_flight_and_refusals_by_reason_are_scraped_with_their_
     ok = {**method, "rpc_response_status_code": "OK"}
     assert value(after, "rpc_server_call_duration_seconds_count", **ok) == 1
     assert value(after, "rpc_server_call_duration_seconds_bucket", le="0.25", **ok) == 0
-    assert value(after, "rpc_server_call_duration_seconds_bucket", le="0.5", **ok) == 1
+    assert value(after, "rpc_server_call_duration_seconds_bucket", le="2.5", **ok) == 1
     refused = {**method, "rpc_response_status_code": "RESOURCE_EXHAUSTED"}
     assert value(after, "rpc_server_call_duration_seconds_count", **refused) == 1
     for reason in ("concurrency", "deadline"):
@@ -130,12 +148,13 @@ async def test_every_server_of_the_process_shows_its_calls_in_flight(
         async def sleep_on(channel: aio.Channel, method: str) -> None:
             await channel.unary_unary(method, None, None)(b"")
 
+        HELD.clear()
         calls = [
             asyncio.create_task(sleep_on(first, "/test.First/Sleep")),
             asyncio.create_task(sleep_on(second, "/test.Second/Sleep")),
         ]
-        await asyncio.sleep(0.1)
-        samples = await scrape(endpoint)
+        samples = await scrape_until_in_flight(endpoint, "test.First/Sleep", "test.Second/Sleep")
+        HELD.set()
         await asyncio.gather(*calls)
     for method in ("test.First/Sleep", "test.Second/Sleep"):
         assert value(samples, "nova_rpc_server_in_flight", rpc_method=method) == 1
