@@ -20,8 +20,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Message
 
 from gateway.clients import Clients
+from gateway.errors import RequestTooLarge, request_error
 from gateway.execution import Executor
 from gateway.loaders import Loaders
 from gateway.persisted_queries import load_safelist
@@ -63,7 +65,7 @@ def build_app(
     executor = Executor(schema, settings, clients, safelist=safelist, loaders=loaders)
     graphql = GraphQL(
         schema.graphql,
-        http_handler=_Handler(executor, observer),
+        http_handler=_Handler(executor, observer, settings.max_body_bytes),
         introspection=settings.introspection_enabled,
         explorer=ExplorerGraphiQL(title="Nova"),
         debug=not settings.production,
@@ -81,10 +83,11 @@ async def _healthz(request: Request) -> Response:
 class _Handler(GraphQLHTTPHandler):
     """Ariadne's HTTP handler with the gateway's Executor in place of ariadne.graphql()."""
 
-    def __init__(self, executor: Executor, observer: Observer | None) -> None:
+    def __init__(self, executor: Executor, observer: Observer | None, max_body: int) -> None:
         super().__init__()
         self._executor = executor
         self._observer = observer
+        self._max_body = max_body
 
     async def handle_request_override(self, request: Request) -> Response | None:
         # GET runs a query given as `query` or as a persisted query hash in `extensions`
@@ -105,7 +108,11 @@ class _Handler(GraphQLHTTPHandler):
 
     async def graphql_http_server(self, request: Request) -> Response:
         try:
-            payload = await self.extract_data_from_request(request)
+            bounded = await _bounded(request, self._max_body)
+        except RequestTooLarge as error:
+            return JSONResponse({"errors": [request_error(error)]}, status_code=413)
+        try:
+            payload = await self.extract_data_from_request(bounded)
         except HttpError as error:
             return PlainTextResponse(error.message or error.status, status_code=400)
         return await self._run(request, payload, queries_only=False)
@@ -121,6 +128,39 @@ class _Handler(GraphQLHTTPHandler):
         if self._observer is not None:
             self._observer(RequestTiming(time.perf_counter() - started, outcome.backend_seconds))
         return response
+
+
+async def _bounded(request: Request, maximum: int) -> Request:
+    """The request with its body read, at most `maximum` bytes of it: a declared length
+    over it is refused before reading, and a body without one (chunked) is refused as
+    soon as it passes it, so no client makes the gateway hold more."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > maximum):
+        raise RequestTooLarge(
+            f"the request body is {declared} bytes; at most {maximum} are accepted",
+            value=int(declared) if declared.isdigit() else None,
+            maximum=maximum,
+        )
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > maximum:
+            raise RequestTooLarge(
+                f"the request body is over {maximum} bytes, the most accepted",
+                value=None,
+                maximum=maximum,
+            )
+    whole, replayed = bytes(body), False
+
+    async def replay() -> Message:
+        """The body as one message, then what the server says next (a disconnect)."""
+        nonlocal replayed
+        if replayed:
+            return await request.receive()
+        replayed = True
+        return {"type": "http.request", "body": whole, "more_body": False}
+
+    return Request(request.scope, receive=replay)
 
 
 def _json_param(params: Mapping[str, str], name: str) -> Any:

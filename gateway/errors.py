@@ -100,6 +100,15 @@ class LimitExceeded(GatewayError):
         super().__init__(message, limit=limit, value=value, maximum=maximum)
 
 
+class RequestTooLarge(GatewayError):
+    """A body over the gateway's limit, answered 413 before any of it is parsed."""
+
+    code = "REQUEST_TOO_LARGE"
+
+    def __init__(self, message: str, *, value: int | None, maximum: int) -> None:
+        super().__init__(message, limit="maxBodyBytes", value=value, maximum=maximum)
+
+
 class BackendError(GatewayError):
     """A failed RPC; `code` is per instance, from CODE_BY_STATUS."""
 

@@ -21,6 +21,9 @@ class GatewaySettings:
     """None: on in development, off in production."""
     request_timeout_seconds: float = 10.0
     """The request's deadline; every RPC made for the request gets what is left of it."""
+    max_body_bytes: int = 1_048_576
+    """Bytes of a request body; a longer one is answered 413 before it is parsed, and is
+    never read whole (the body holds the query and its variables)."""
     max_query_length: int = 100_000
     """Characters of query text; longer ones are not even lexed."""
     max_tokens: int = 1000

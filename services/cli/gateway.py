@@ -26,6 +26,7 @@ def gateway_settings(read: EnvReader, *, mode: str = "production") -> GatewaySet
         request_timeout_seconds=read.seconds_from_ms(
             "NOVA_GATEWAY_REQUEST_TIMEOUT_MS", 10_000, 1, 600_000
         ),
+        max_body_bytes=read.number("NOVA_GATEWAY_MAX_BODY_BYTES", 1_048_576, 1, 100_000_000),
         max_query_length=read.number("NOVA_GATEWAY_MAX_QUERY_LENGTH", 100_000, 1, 10_000_000),
         max_tokens=read.number("NOVA_GATEWAY_MAX_TOKENS", 1000, 1, 1_000_000),
         max_depth=read.number("NOVA_GATEWAY_MAX_DEPTH", 10, 1, 100),

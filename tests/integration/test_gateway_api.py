@@ -415,3 +415,36 @@ async def test_a_variable_that_is_not_unicode_text_is_a_bad_request(client: Clie
     body = response.json()
     assert code_of(body) == "BAD_REQUEST"
     assert "variable $h contains an unpaired surrogate" in body["errors"][0]["message"]
+
+
+async def test_a_body_over_the_limit_is_refused_before_it_is_read_whole(
+    targets: dict[str, Target],
+) -> None:
+    small = GatewaySettings(max_body_bytes=1000)
+    async for limited in open_client(targets, small):
+        query = "{ viewer { id } }"
+        fine = await limited.http.post("/graphql", json={"query": query})
+        assert fine.status_code == 200
+        padded = {"query": query, "variables": {"pad": "x" * 3_000_000}}
+        declared = await limited.http.post("/graphql", json=padded)
+        assert declared.status_code == 413
+        (error,) = declared.json()["errors"]
+        assert error["extensions"] == {
+            "code": "REQUEST_TOO_LARGE",
+            "limit": "maxBodyBytes",
+            "value": int(declared.request.headers["content-length"]),
+            "maximum": 1000,
+        }
+
+        async def chunks() -> AsyncIterator[bytes]:  # no length declared: counted as read
+            yield b'{"query": "{ viewer { id } }", "variables": {"pad": "'
+            for _ in range(100):
+                yield b"x" * 1000
+            yield b'"}}'
+
+        streamed = await limited.http.post(
+            "/graphql", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert streamed.status_code == 413
+        assert streamed.json()["errors"][0]["extensions"]["code"] == "REQUEST_TOO_LARGE"
+        assert "over 1000 bytes" in streamed.json()["errors"][0]["message"]
