@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -70,7 +70,7 @@ class ServiceSpec:
     aggregate_types: tuple[str, ...] = ()
     """The aggregates whose events it writes to its outbox, one topic each
     (nova.<aggregate>.v1); a service with none has no outbox."""
-    consumers: tuple[ConsumerSpec, ...] = field(default=())
+    consumers: tuple[ConsumerSpec, ...] = ()
     """Consumer groups it owns, run beside the registry's own."""
 
     @property
