@@ -1,9 +1,23 @@
 """The ASGI app: POST (and GET, for queries) /graphql, GraphiQL on GET /graphql where
 introspection is on, and GET /healthz.
 
-Ariadne serves the HTTP side (body decoding, GraphiQL, OPTIONS); the request itself runs
-through the gateway's Executor, which adds persisted queries, the document cache and the
-limits that stock Ariadne lacks.
+Ariadne serves GraphiQL, OPTIONS and the 405 for other methods; GraphQL requests are the
+gateway's own, GraphQL over HTTP: the response's media type from Accept (406 when it
+allows none the gateway has), a POST body only as application/json (415 otherwise), at
+most max_body_bytes of it (413), then the Executor, which adds persisted queries, the
+document cache and the limits that stock Ariadne lacks. Its Outcome gives the status for
+application/graphql-response+json; application/json answers GraphQL request errors with
+200.
+
+| stopped by                                   | application/json | graphql-response+json |
+| -------------------------------------------- | ---------------- | --------------------- |
+| nothing: execution ran, even if fields failed | 200              | 200                   |
+| a GraphQL request error: parse, validation,  | 200              | 400                   |
+|   a limit, variables, the operation to run,  |                  |                       |
+|   a persisted query's lookup                 |                  |                       |
+| an Authorization header that is not a token  | 200              | 401                   |
+| a body that is not a GraphQL request         | 400              | 400                   |
+| a mutation sent with GET                     | 405              | 405                   |
 """
 
 import json
@@ -14,18 +28,17 @@ from typing import Any
 
 from ariadne.asgi import GraphQL
 from ariadne.asgi.handlers import GraphQLHTTPHandler
-from ariadne.exceptions import HttpError
 from ariadne.explorer import ExplorerGraphiQL
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Message
 
 from gateway.clients import Clients
-from gateway.errors import RequestTooLarge, request_error
+from gateway.errors import BadRequest, GatewayError, RequestTooLarge, request_error
 from gateway.execution import Executor
 from gateway.loaders import Loaders
+from gateway.media_types import GRAPHQL_RESPONSE, JSON, is_json_request, response_type
 from gateway.persisted_queries import load_safelist
 from gateway.schema import build_schema
 from gateway.settings import GatewaySettings
@@ -91,49 +104,113 @@ class _Handler(GraphQLHTTPHandler):
 
     async def handle_request_override(self, request: Request) -> Response | None:
         # GET runs a query given as `query` or as a persisted query hash in `extensions`
-        # (what Apollo's useGETForHashedQueries sends); a bare GET shows GraphiQL.
+        # (what Apollo's useGETForHashedQueries sends); a bare GET shows GraphiQL, and
+        # other methods are Ariadne's (OPTIONS, 405).
         params = request.query_params
-        if request.method == "GET" and ("query" in params or "extensions" in params):
-            try:
-                payload = {
-                    "query": params.get("query"),
-                    "operationName": params.get("operationName"),
-                    "variables": _json_param(params, "variables"),
-                    "extensions": _json_param(params, "extensions"),
-                }
-            except ValueError as error:
-                return PlainTextResponse(str(error), status_code=400)
-            return await self._run(request, payload, queries_only=True)
-        return None
-
-    async def graphql_http_server(self, request: Request) -> Response:
+        is_get = request.method == "GET" and ("query" in params or "extensions" in params)
+        if not is_get and request.method != "POST":
+            return None
+        media = response_type(request.headers.get("accept"))
+        if media is None:
+            return _refusal(
+                406,
+                BadRequest(
+                    f"this endpoint answers {GRAPHQL_RESPONSE} or {JSON}, and the Accept "
+                    "header allows neither"
+                ),
+                JSON,
+            )
         try:
-            bounded = await _bounded(request, self._max_body)
+            payload = _get_payload(request) if is_get else await self._post_payload(request)
+        except _Refused as refused:
+            return _refusal(refused.status, refused.error, media)
+        return await self._run(request, payload, media, queries_only=is_get)
+
+    async def _post_payload(self, request: Request) -> Any:
+        content_type = request.headers.get("content-type")
+        if not is_json_request(content_type):
+            raise _Refused(
+                415,
+                BadRequest(
+                    f"send the request as Content-Type: {JSON} (UTF-8); got "
+                    + (repr(content_type[:100]) if content_type else "none")
+                ),
+            )
+        try:
+            body = await _bounded(request, self._max_body)
         except RequestTooLarge as error:
-            return JSONResponse({"errors": [request_error(error)]}, status_code=413)
-        try:
-            payload = await self.extract_data_from_request(bounded)
-        except HttpError as error:
-            return PlainTextResponse(error.message or error.status, status_code=400)
-        return await self._run(request, payload, queries_only=False)
+            raise _Refused(413, error) from None
+        return _decoded(body, "the request body")
 
-    async def _run(self, request: Request, payload: Any, *, queries_only: bool) -> Response:
+    async def _run(
+        self, request: Request, payload: Any, media: str, *, queries_only: bool
+    ) -> Response:
         started = time.perf_counter()
         outcome = await self._executor.run(
             payload,
             authorization=request.headers.get("authorization"),
             queries_only=queries_only,
+            client_address=request.client.host if request.client else None,
         )
-        response = JSONResponse(outcome.body, status_code=outcome.status)
+        status = 200 if outcome.request_error and media == JSON else outcome.status
+        headers = {}
+        if status == 405:
+            headers["allow"] = "POST"
+        if status == 401:
+            headers["www-authenticate"] = "Bearer"
+        response = JSONResponse(
+            outcome.body, status_code=status, headers=headers, media_type=_content_type(media)
+        )
         if self._observer is not None:
             self._observer(RequestTiming(time.perf_counter() - started, outcome.backend_seconds))
         return response
 
 
-async def _bounded(request: Request, maximum: int) -> Request:
-    """The request with its body read, at most `maximum` bytes of it: a declared length
-    over it is refused before reading, and a body without one (chunked) is refused as
-    soon as it passes it, so no client makes the gateway hold more."""
+class _Refused(Exception):
+    """A request refused before it reached the Executor: its HTTP status and error."""
+
+    def __init__(self, status: int, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.status = status
+        self.error = error
+
+
+def _get_payload(request: Request) -> dict[str, Any]:
+    params = request.query_params
+    return {
+        "query": params.get("query"),
+        "operationName": params.get("operationName"),
+        "variables": _json_param(params, "variables"),
+        "extensions": _json_param(params, "extensions"),
+    }
+
+
+def _refusal(status: int, error: GatewayError, media: str) -> Response:
+    return JSONResponse(
+        {"errors": [request_error(error)]}, status_code=status, media_type=_content_type(media)
+    )
+
+
+def _content_type(media: str) -> str:
+    return f"{media}; charset=utf-8"
+
+
+def _decoded(raw: str | bytes, what: str) -> Any:
+    """JSON (bytes in UTF-8, the one encoding GraphQL over HTTP allows), or a 400 that says
+    what is wrong with it. A nesting too deep for the decoder (which recurses) is a 400
+    too, not a RecursionError."""
+    try:
+        return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except ValueError:
+        raise _Refused(400, BadRequest(f"{what} is not valid JSON")) from None
+    except RecursionError:
+        raise _Refused(400, BadRequest(f"{what} nests too deeply to decode")) from None
+
+
+async def _bounded(request: Request, maximum: int) -> bytes:
+    """The request's body, at most `maximum` bytes of it: a declared length over it is
+    refused before reading, and a body without one (chunked) is refused as soon as it
+    passes it, so no client makes the gateway hold more."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > maximum):
         raise RequestTooLarge(
@@ -150,24 +227,9 @@ async def _bounded(request: Request, maximum: int) -> Request:
                 value=None,
                 maximum=maximum,
             )
-    whole, replayed = bytes(body), False
-
-    async def replay() -> Message:
-        """The body as one message, then what the server says next (a disconnect)."""
-        nonlocal replayed
-        if replayed:
-            return await request.receive()
-        replayed = True
-        return {"type": "http.request", "body": whole, "more_body": False}
-
-    return Request(request.scope, receive=replay)
+    return bytes(body)
 
 
 def _json_param(params: Mapping[str, str], name: str) -> Any:
     raw = params.get(name)
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        raise ValueError(f"the {name} parameter is not valid JSON") from None
+    return _decoded(raw, f"the {name} parameter") if raw else None

@@ -24,6 +24,8 @@ from grpc import aio
 
 from gateway.errors import CODE_BY_STATUS, FIXED_MESSAGES, INTERNAL, BackendError
 from interceptors.client.call import Invoke, Layer, OutgoingCall
+from interceptors.client.forwarded import forwarded_for
+from interceptors.client.refusal import refusal_of
 from interceptors.client.stack import ClientSettings, connect, reads
 
 if TYPE_CHECKING:
@@ -124,10 +126,21 @@ class Backend:
     and the caller's Authorization header, and the time during which at least one call
     was in flight is summed (the gateway's own time is the rest)."""
 
-    def __init__(self, clients: Clients, *, authorization: str | None, deadline: float) -> None:
+    def __init__(
+        self,
+        clients: Clients,
+        *,
+        authorization: str | None,
+        deadline: float,
+        client_address: str | None = None,
+    ) -> None:
         self.users = clients.users
         self.content = clients.content
-        self._metadata = (("authorization", authorization),) if authorization else ()
+        # The HTTP client's address, for the services' sign-in limits (which believe it
+        # from trusted proxies only), on every call.
+        self._metadata = (
+            (("authorization", authorization),) if authorization else ()
+        ) + forwarded_for(client_address)
         self._deadline = deadline
         self._in_flight = 0
         self._busy_since = 0.0
@@ -149,7 +162,7 @@ class Backend:
             status, details = error.code(), error.details() or ""
             if CODE_BY_STATUS.get(status, INTERNAL) in FIXED_MESSAGES:
                 logger.warning("an RPC failed: %s: %s", status.name, details)
-            raise BackendError(status, details) from None
+            raise BackendError(status, details, refusal=refusal_of(error)) from None
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:

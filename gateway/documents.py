@@ -1,9 +1,11 @@
 """Query text -> a document that may run, or the errors that say why it may not.
 
-The order puts the cheap checks first: length and tokens before the parser, depth and
-aliases before validation. Validation runs the specification's rules, graphql-core's
-recommended MaxIntrospectionDepthRule, and, with introspection off, a rule that
-rejects `__schema` and `__type`.
+The order puts the cheap checks first: length and tokens before the parser; the number
+of definitions, depth and aliases before validation; sign-ins on the validated document.
+Validation runs the specification's rules, graphql-core's recommended
+MaxIntrospectionDepthRule, and, with introspection off, a rule that rejects `__schema`
+and `__type`. Each result carries the estimate of the memory it holds, for the document
+cache's byte bound.
 """
 
 from graphql import GraphQLError, GraphQLSchema, parse, validate
@@ -14,9 +16,15 @@ from graphql.validation import (
     specified_rules,
 )
 
-from gateway.document_cache import PreparedDocument
+from gateway.document_cache import (
+    ERROR_BYTES,
+    PreparedDocument,
+    document_bytes,
+    parse_failure_bytes,
+)
 from gateway.errors import LimitExceeded, coded
 from gateway.limits import check_shape, check_text
+from gateway.operations import check_definitions, check_sign_ins
 from gateway.settings import GatewaySettings
 
 
@@ -34,20 +42,33 @@ def prepare(
     rules: tuple[type[ASTValidationRule], ...],
 ) -> PreparedDocument:
     try:
-        check_text(query, settings)
+        tokens = check_text(query, settings)
         document = parse(query)
     except LimitExceeded as error:
-        return PreparedDocument(None, (_limit_error(error),))
+        return _refused(error)
     except GraphQLError as error:
-        return PreparedDocument(None, (coded(error, "GRAPHQL_PARSE_FAILED"),))
+        failed = (coded(error, "GRAPHQL_PARSE_FAILED"),)
+        return PreparedDocument(None, failed, parse_failure_bytes(query))
     try:
+        check_definitions(document, settings)
         check_shape(document, settings)
     except LimitExceeded as error:
-        return PreparedDocument(None, (_limit_error(error),))
-    errors = validate(schema, document, rules)
-    return PreparedDocument(
-        document, tuple(coded(error, "GRAPHQL_VALIDATION_FAILED") for error in errors)
-    )
+        return _refused(error)
+    invalid = validate(schema, document, rules)
+    if invalid:
+        errors = tuple(coded(error, "GRAPHQL_VALIDATION_FAILED") for error in invalid)
+        size = document_bytes(query, tokens) + ERROR_BYTES * len(errors)
+        return PreparedDocument(document, errors, size)
+    try:
+        check_sign_ins(document)
+    except LimitExceeded as error:
+        return _refused(error)
+    return PreparedDocument(document, (), document_bytes(query, tokens))
+
+
+def _refused(error: LimitExceeded) -> PreparedDocument:
+    """A limit's verdict, without the document: only the error is kept."""
+    return PreparedDocument(None, (_limit_error(error),), ERROR_BYTES)
 
 
 def _limit_error(error: LimitExceeded) -> GraphQLError:

@@ -9,13 +9,15 @@ formatter that puts each error's code in `extensions.code`.
      ├── PersistedQueryNotFound      PERSISTED_QUERY_NOT_FOUND: send the query text too
      ├── PersistedQueryNotInList     PERSISTED_QUERY_NOT_IN_LIST: safelist mode
      ├── NotFound                    NOT_FOUND: a key a batch RPC listed as missing
-     └── BackendError                a failed RPC, coded by CODE_BY_STATUS
+     └── BackendError                a failed RPC, coded by CODE_BY_STATUS (RATE_LIMITED for
+                                     a service's refusal of this caller)
 
 Resolvers and loaders raise these; anything else is a bug: logged with its traceback and
 answered INTERNAL_SERVER_ERROR with a fixed message, never the exception text.
 """
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -23,9 +25,13 @@ import grpc
 from ariadne.format_error import get_formatted_error_traceback
 from graphql import GraphQLError
 
+from interceptors.client.refusal import Refusal
+
 logger = logging.getLogger("nova.gateway")
 
 INTERNAL = "INTERNAL_SERVER_ERROR"
+RATE_LIMITED = "RATE_LIMITED"
+"""A service refused this caller for its rate (too many log-ins from one address, …)."""
 
 CODE_BY_STATUS: Mapping[grpc.StatusCode, str] = {
     grpc.StatusCode.CANCELLED: "CANCELLED",
@@ -110,14 +116,23 @@ class RequestTooLarge(GatewayError):
 
 
 class BackendError(GatewayError):
-    """A failed RPC; `code` is per instance, from CODE_BY_STATUS."""
+    """A failed RPC; `code` is per instance, from CODE_BY_STATUS, or RATE_LIMITED for a
+    refusal the service marked as this caller's. A RESOURCE_EXHAUSTED that says when to
+    retry has it in extensions.retryAfterSeconds (whole seconds)."""
 
-    def __init__(self, status: grpc.StatusCode, details: str) -> None:
+    def __init__(
+        self, status: grpc.StatusCode, details: str, *, refusal: Refusal | None = None
+    ) -> None:
+        exhausted = status is grpc.StatusCode.RESOURCE_EXHAUSTED
         code = CODE_BY_STATUS.get(status, INTERNAL)
+        if exhausted and refusal is not None and refusal.of_caller:
+            code = RATE_LIMITED
         super().__init__(FIXED_MESSAGES.get(code, details))
         self.status = status
         self.details = details
         self.extensions["code"] = code
+        if exhausted and refusal is not None and refusal.retry_after_seconds is not None:
+            self.extensions["retryAfterSeconds"] = max(1, math.ceil(refusal.retry_after_seconds))
 
 
 def coded(error: GraphQLError, code: str) -> GraphQLError:

@@ -2,7 +2,10 @@
 the document cache, limits, then execution against the services.
 
 Everything before execution runs without a backend call, so a request that breaks a
-limit, fails validation or names an unknown persisted query costs no RPC.
+limit, fails validation or names an unknown persisted query costs no RPC. What stops a
+request is told apart as GraphQL over HTTP needs: a body that is not a GraphQL request
+(400 whatever the media type), a GraphQL request error (200 under application/json, 4xx
+under application/graphql-response+json), or a mutation sent with GET (405).
 """
 
 import time
@@ -14,6 +17,7 @@ from typing import Any
 from graphql import (
     DocumentNode,
     ExecutionResult,
+    GraphQLError,
     OperationDefinitionNode,
     OperationType,
     execute,
@@ -29,7 +33,7 @@ from gateway.documents import prepare, validation_rules
 from gateway.errors import (
     BadRequest,
     GatewayError,
-    PersistedQueryNotFound,
+    Unauthenticated,
     coded,
     format_error,
     request_error,
@@ -37,19 +41,27 @@ from gateway.errors import (
 from gateway.limits import actual_cost, check_cost
 from gateway.loaders import Loaders
 from gateway.persisted_queries import PersistedQueries
+from gateway.registration_rate import RegistrationRate
 from gateway.schema import Schema
 from gateway.settings import GatewaySettings
+from gateway.variables import check_unicode, check_variables
 
 
 @dataclass(frozen=True)
 class Outcome:
     status: int
-    """HTTP status: 200 once execution ran (even if every field failed) and for
-    PersistedQueryNotFound (which Apollo clients expect as a normal reply); 400 for a
-    request rejected before execution."""
+    """The HTTP status under application/graphql-response+json: 200 once execution ran
+    (even if every field failed); for a GraphQL request error 400, or 401 for an
+    Authorization header that is not a token; 400 for a body that is not a GraphQL
+    request; 405 for a mutation sent with GET."""
     body: dict[str, Any]
     backend_seconds: float
     """Time during which at least one RPC of the request was in flight."""
+    request_error: bool = False
+    """Stopped by a GraphQL request error (parse, validation, a limit, the variables, the
+    operation to run, a persisted query's lookup, the token's form): application/json
+    answers it with 200, as the GraphQL-over-HTTP specification asks and as Apollo
+    clients expect of PersistedQueryNotFound."""
 
 
 @dataclass(frozen=True)
@@ -76,9 +88,17 @@ class Executor:
         self.clients = clients
         self.loaders = loaders
         """What each request's DataLoaders are (a subclass changes how they batch)."""
-        self.documents = DocumentCache(settings.document_cache_size, schema.version)
+        self.documents = DocumentCache(
+            settings.document_cache_size, schema.version, max_bytes=settings.document_cache_bytes
+        )
         self.persisted = PersistedQueries(
-            cache_size=settings.persisted_query_cache_size, safelist=safelist
+            cache_size=settings.persisted_query_cache_size,
+            cache_bytes=settings.persisted_query_cache_bytes,
+            safelist=safelist,
+        )
+        self.registrations = RegistrationRate(
+            settings.persisted_query_registrations_per_second,
+            settings.persisted_query_registration_burst,
         )
         self._rules = validation_rules(settings)
         self._debug = not settings.production
@@ -92,23 +112,35 @@ class Executor:
         return prepared
 
     async def run(
-        self, payload: Any, *, authorization: str | None, queries_only: bool = False
+        self,
+        payload: Any,
+        *,
+        authorization: str | None,
+        queries_only: bool = False,
+        client_address: str | None = None,
     ) -> Outcome:
         """`payload`: the decoded JSON body ({query, variables, operationName, extensions});
-        `queries_only` for GET requests, which must not change anything."""
+        `queries_only` for GET requests, which must not change anything; `client_address`:
+        the HTTP client's IP, passed to the services (their sign-in rate limits) and the
+        key of its persisted-query registration rate."""
         deadline = time.monotonic() + self.settings.request_timeout_seconds
         try:
             viewer = viewer_from_header(authorization)
-            runnable = self._runnable(payload, queries_only)
+            runnable = self._runnable(payload, queries_only, client_address)
+        except _MutationOverGet as error:
+            return Outcome(405, {"errors": [request_error(error)]}, 0.0)
+        except BadRequest as error:
+            return Outcome(400, {"errors": [request_error(error)]}, 0.0)
         except GatewayError as error:
-            status = 200 if isinstance(error, PersistedQueryNotFound) else 400
-            return Outcome(status, {"errors": [request_error(error)]}, 0.0)
+            status = 401 if isinstance(error, Unauthenticated) else 400
+            return Outcome(status, {"errors": [request_error(error)]}, 0.0, request_error=True)
         except _Rejected as rejected:
-            return Outcome(400, {"errors": rejected.errors}, 0.0)
+            return Outcome(400, {"errors": rejected.errors}, 0.0, request_error=True)
         backend = Backend(
             self.clients,
             authorization=viewer.authorization if viewer else None,
             deadline=deadline,
+            client_address=client_address,
         )
         context = RequestContext(
             backend=backend,
@@ -131,30 +163,40 @@ class Executor:
         body["extensions"] = {
             "cost": {
                 "requested": runnable.requested_cost,
-                "actual": actual_cost(runnable.document, runnable.operation, result.data),
+                "actual": actual_cost(
+                    self.schema.graphql, runnable.document, runnable.operation, result.data
+                ),
                 "maximum": self.settings.max_cost,
             }
         }
         return Outcome(200, body, backend.busy_seconds)
 
-    def _runnable(self, payload: Any, queries_only: bool) -> _Runnable:
-        query, variables, operation_name, extensions = _read(payload)
+    def _runnable(self, payload: Any, queries_only: bool, client_address: str | None) -> _Runnable:
+        query, variables, operation_name, extensions = _read(payload, self.settings)
         resolved = self.persisted.resolve(query, extensions)
         prepared = self.prepare(resolved.hash, resolved.text)
         if prepared.errors:
             raise _Rejected([format_error(error, self._debug) for error in prepared.errors])
         assert prepared.document is not None
-        if resolved.register:
-            self.persisted.register(resolved.hash, resolved.text)
         operation = get_operation_ast(prepared.document, operation_name)
         if operation is None:
-            raise BadRequest(
-                f"the document has no operation named {operation_name!r}"
+            message = (
+                f"the document has no operation named {operation_name[:100]!r}"
                 if operation_name
                 else "the document has several operations: name one in operationName"
             )
+            unresolved = GraphQLError(message, extensions={"code": "OPERATION_RESOLUTION_FAILURE"})
+            raise _Rejected([format_error(unresolved, self._debug)])
         if queries_only and operation.operation is not OperationType.QUERY:
-            raise BadRequest("GET requests run queries only; send mutations with POST")
+            raise _MutationOverGet("GET requests run queries only; send mutations with POST")
+        # A valid document is registered whatever its variables, once per hash, within the
+        # client address's rate (gateway/registration_rate.py says why it still runs).
+        if (
+            resolved.register
+            and resolved.hash not in self.persisted
+            and self.registrations.allow(client_address)
+        ):
+            self.persisted.register(resolved.hash, resolved.text)
         coerced = get_variable_values(
             self.schema.graphql, operation.variable_definitions or (), variables
         )
@@ -167,14 +209,21 @@ class Executor:
 
 
 class _Rejected(Exception):
-    """Errors (already formatted) that stop a request before execution."""
+    """GraphQL request errors (already formatted) that stop a request before execution."""
 
     def __init__(self, errors: list[dict[str, Any]]) -> None:
         super().__init__(errors)
         self.errors = errors
 
 
-def _read(payload: Any) -> tuple[str | None, dict[str, Any], str | None, dict[str, Any] | None]:
+class _MutationOverGet(BadRequest):
+    """GET is safe: the GraphQL-over-HTTP specification asks for 405 (and an Allow
+    header), not 400."""
+
+
+def _read(
+    payload: Any, settings: GatewaySettings
+) -> tuple[str | None, dict[str, Any], str | None, dict[str, Any] | None]:
     if isinstance(payload, list):
         raise BadRequest("batched requests are not supported: send one operation per request")
     if not isinstance(payload, dict):
@@ -191,28 +240,10 @@ def _read(payload: Any) -> tuple[str | None, dict[str, Any], str | None, dict[st
         raise BadRequest("operationName must be a string or null")
     if extensions is not None and not isinstance(extensions, dict):
         raise BadRequest("extensions must be an object or null")
+    if query is not None:
+        check_unicode("the query", query)
+    if operation_name is not None:
+        check_unicode("operationName", operation_name)
     if variables:
-        _check_unicode(variables)
+        check_variables(variables, settings)
     return query, variables or {}, operation_name, extensions
-
-
-def _check_unicode(variables: dict[str, Any]) -> None:
-    """Refuses a variable holding an unpaired surrogate (JSON's "\\ud800" escape allows
-    one; it is not Unicode text, and no service could be sent it). Walked without
-    recursion: a client chooses how deeply its JSON nests."""
-    pending: list[tuple[str, Any]] = [(f"${name}", value) for name, value in variables.items()]
-    while pending:
-        where, value = pending.pop()
-        if isinstance(value, str):
-            if not value.isascii():
-                try:
-                    value.encode()
-                except UnicodeEncodeError:
-                    raise BadRequest(
-                        f"variable {where} contains an unpaired surrogate, which is not "
-                        "Unicode text"
-                    ) from None
-        elif isinstance(value, dict):
-            pending.extend((f"{where}.{key}", item) for key, item in value.items())
-        elif isinstance(value, list):
-            pending.extend((f"{where}[{index}]", item) for index, item in enumerate(value))

@@ -8,11 +8,16 @@ validated operation with its variables. Fragments are measured once each and a
 fragment reached again while it is being measured counts as empty, so cycles (which
 validation then rejects) cannot recurse forever and spreads cannot blow up the count.
 
-Cost counts the objects a query can return: each field of object type is 1, times the
-size of every list around it. A list's size is the `first` of the field that returned
-it or of the connection it belongs to (a connection's `edges` are as long as its
-`first`), and max_page_size where nothing says. The actual cost is the same count over
-the response.
+Cost counts the objects a query can return, plus the backend work of the fields that cause
+more than their objects show: each field of object type is 1, a field in FIELD_WEIGHTS
+adds its weight each time it can run (homeFeed: the up to 1,000 follows it reads and its
+11 RPCs, 1,011, whatever its page size), and both are multiplied by the size of every list
+around them. A list's size is the `first` of the field that returned it or of the
+connection it belongs to (a connection's `edges` are as long as its `first`), and
+max_page_size where nothing says. So 30 aliased `homeFeed(first: 1)` cost 30 x 1,014 and
+are refused, while one 100-post feed with comments (1,913) fits the default 2,000. The
+actual cost is the same count over the response: the objects it holds, and a weighted
+field's weight each time it resolved.
 """
 
 from collections.abc import Callable, Mapping
@@ -42,37 +47,59 @@ from graphql.execution.values import VariableValues, get_argument_values
 
 from gateway.errors import BadUserInput, LimitExceeded
 from gateway.loaders import MAX_COMMENTS_PER_POST
+from gateway.resolvers import feed
 from gateway.settings import GatewaySettings
 
 PAGE_SIZE_MAXIMUMS: Mapping[str, int] = {"Post.comments": MAX_COMMENTS_PER_POST}
 """Fields whose `first` has a lower maximum than max_page_size."""
+FIELD_WEIGHTS: Mapping[str, int] = {"Query.homeFeed": feed.WORK}
+"""Backend work a field causes beyond the objects it returns, added to the cost each time
+it can run. Fields that go through a DataLoader need none: their RPCs are batched per
+request and their rows are the objects counted."""
 
 _INTROSPECTION = ("__schema", "__type")
 """Skipped by depth and cost: the introspection switch and graphql-core's
 MaxIntrospectionDepthRule (run in validation) bound them."""
 
 
-def check_text(query: str, settings: GatewaySettings) -> None:
-    """Query length, then tokens, counted only up to one past the limit."""
-    if len(query) > settings.max_query_length:
+def check_text(query: str, settings: GatewaySettings) -> int:
+    """Query length in UTF-8 bytes, then tokens, counted only up to one past the limit;
+    returns the tokens.
+
+    Bytes, not characters: an emoji is one character, four bytes, and four in memory too
+    (a Python string with one stores every character in four). Comments count as tokens:
+    the parser skips them, but each is a token in the linked list that the document's
+    locations keep alive, so 1,000 comments cost what 1,000 fields do. `advance()` steps
+    over comments, linking them before the token it returns, so they are counted back
+    through `prev`; the length limit bounds one run of them."""
+    size = len(query) if query.isascii() else len(query.encode(errors="surrogatepass"))
+    if size > settings.max_query_length:
         raise LimitExceeded(
-            f"the query is {len(query)} characters long; at most "
+            f"the query is {size} bytes long (UTF-8); at most "
             f"{settings.max_query_length} are allowed (maxQueryLength)",
             limit="maxQueryLength",
-            value=len(query),
+            value=size,
             maximum=settings.max_query_length,
         )
     lexer = Lexer(Source(query))
+    token = lexer.token
     tokens = 0
-    while lexer.advance().kind is not TokenKind.EOF:
-        tokens += 1
+    while token.kind is not TokenKind.EOF:
+        token = lexer.advance()
+        skipped = token.prev
+        while skipped is not None and skipped.kind is TokenKind.COMMENT:
+            tokens += 1
+            skipped = skipped.prev
+        tokens += token.kind is not TokenKind.EOF
         if tokens > settings.max_tokens:
             raise LimitExceeded(
-                f"the query has more than {settings.max_tokens} tokens (maxTokens)",
+                f"the query has more than {settings.max_tokens} tokens, comments included "
+                "(maxTokens)",
                 limit="maxTokens",
                 value=tokens,
                 maximum=settings.max_tokens,
             )
+    return tokens
 
 
 def check_shape(document: DocumentNode, settings: GatewaySettings) -> None:
@@ -111,13 +138,21 @@ def check_cost(
     """Page sizes, then the estimated cost of the validated operation; returns the cost."""
     root = schema.get_root_type(operation.operation)
     assert root is not None, "validation rejects operations the schema has no root for"
-    cost = _Cost(schema, document, variables, settings).selections(
-        operation.selection_set, root, None
-    )
+    counter = _Cost(schema, document, variables, settings)
+    cost = counter.selections(operation.selection_set, root, None)
     if cost > settings.max_cost:
+        weighted = ", ".join(f"{name} {FIELD_WEIGHTS[name]}" for name in sorted(counter.weighted))
         raise LimitExceeded(
-            f"the query may return {cost} objects; at most {settings.max_cost} are allowed "
-            "(maxCost): ask for smaller pages or fewer nested lists",
+            (
+                f"the query may cost {cost}: the objects it can return plus the backend work "
+                f"of {weighted} each time; at most {settings.max_cost} is allowed (maxCost): "
+                "ask for fewer of those fields, smaller pages or fewer nested lists"
+            )
+            if weighted
+            else (
+                f"the query may return {cost} objects; at most {settings.max_cost} are "
+                "allowed (maxCost): ask for smaller pages or fewer nested lists"
+            ),
             limit="maxCost",
             value=cost,
             maximum=settings.max_cost,
@@ -125,9 +160,14 @@ def check_cost(
     return cost
 
 
-def actual_cost(document: DocumentNode, operation: OperationDefinitionNode, data: Any) -> int:
-    """The cost count over a response's data: the objects it holds."""
-    return _Actual(document).selections(operation.selection_set, data)
+def actual_cost(
+    schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode, data: Any
+) -> int:
+    """The cost count over a response's data: the objects it holds, and the weight of each
+    weighted field that resolved (its backend work was done, or could have been)."""
+    root = schema.get_root_type(operation.operation)
+    assert root is not None, "validation rejects operations the schema has no root for"
+    return _Actual(schema, document).selections(operation.selection_set, root, data)
 
 
 def _fragments(document: DocumentNode) -> dict[str, FragmentDefinitionNode]:
@@ -205,6 +245,8 @@ class _Cost:
         self._variables = variables
         self._settings = settings
         self._memo: dict[tuple[str, str, int | None], int] = {}
+        self.weighted: set[str] = set()
+        """The FIELD_WEIGHTS fields the operation asks for, for the refusal's message."""
 
     def selections(
         self, selection_set: SelectionSetNode, parent: GraphQLNamedType, size: int | None
@@ -239,13 +281,16 @@ class _Cost:
             return 0
         definition = parent.fields[name]
         first = self._first(node, parent, name)
+        weight = _weight(parent, name)
+        if weight:
+            self.weighted.add(f"{parent.name}.{name}")
         returned = get_named_type(definition.type)
         if not is_composite_type(returned) or node.selection_set is None:
-            return 0
+            return weight
         if is_list_type(get_nullable_type(definition.type)):
             count = first or size or self._settings.max_page_size
-            return count * (1 + self.selections(node.selection_set, returned, None))
-        return 1 + self.selections(node.selection_set, returned, first or size)
+            return weight + count * (1 + self.selections(node.selection_set, returned, None))
+        return weight + 1 + self.selections(node.selection_set, returned, first or size)
 
     def _first(
         self, node: FieldNode, parent: GraphQLObjectType | GraphQLInterfaceType, name: str
@@ -274,28 +319,48 @@ class _Cost:
         return first
 
 
+def _weight(parent: GraphQLNamedType, name: str) -> int:
+    return FIELD_WEIGHTS.get(f"{parent.name}.{name}", 0)
+
+
 class _Actual:
-    def __init__(self, document: DocumentNode) -> None:
+    def __init__(self, schema: GraphQLSchema, document: DocumentNode) -> None:
+        self._schema = schema
         self._fragments = _fragments(document)
 
-    def selections(self, selection_set: SelectionSetNode, data: Any) -> int:
+    def selections(
+        self, selection_set: SelectionSetNode, parent: GraphQLNamedType, data: Any
+    ) -> int:
         if not isinstance(data, dict):
             return 0
         total = 0
         for selection in selection_set.selections:
             if isinstance(selection, FieldNode):
-                if selection.selection_set is None or selection.name.value.startswith("__"):
-                    continue
-                value = data.get((selection.alias or selection.name).value)
-                items = value if isinstance(value, list) else [value]
-                total += sum(
-                    1 + self.selections(selection.selection_set, item)
-                    for item in items
-                    if isinstance(item, dict)
-                )
+                total += self._field(selection, parent, data)
             elif isinstance(selection, InlineFragmentNode):
-                total += self.selections(selection.selection_set, data)
+                condition = selection.type_condition
+                inner = self._schema.get_type(condition.name.value) if condition else parent
+                total += self.selections(selection.selection_set, inner or parent, data)
             elif isinstance(selection, FragmentSpreadNode):
                 fragment = self._fragments[selection.name.value]
-                total += self.selections(fragment.selection_set, data)
+                inner = self._schema.get_type(fragment.type_condition.name.value)
+                total += self.selections(fragment.selection_set, inner or parent, data)
         return total
+
+    def _field(self, node: FieldNode, parent: GraphQLNamedType, data: dict[str, Any]) -> int:
+        name = node.name.value
+        if name.startswith("__") or not isinstance(
+            parent, GraphQLObjectType | GraphQLInterfaceType
+        ):
+            return 0
+        value = data.get((node.alias or node.name).value)
+        total = _weight(parent, name) if value is not None else 0
+        if node.selection_set is None:
+            return total
+        returned = get_named_type(parent.fields[name].type)
+        items = value if isinstance(value, list) else [value]
+        return total + sum(
+            1 + self.selections(node.selection_set, returned, item)
+            for item in items
+            if isinstance(item, dict)
+        )

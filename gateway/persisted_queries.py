@@ -3,8 +3,10 @@
 APQ: a client sends `extensions.persistedQuery.sha256Hash` alone; an unknown hash answers
 PersistedQueryNotFound and the client resends with the query text, which is registered
 (once it has prepared without errors) for the hashes that follow. Registrations live in
-a bounded LRU per gateway process; a client that meets another process just registers
-again.
+an LRU per gateway process, bounded by entries and by the bytes of their texts and
+hashes (`sys.getsizeof`: an emoji text holds 4 bytes a character); a client that meets
+another process, or whose query was evicted, just registers again. How often one client
+may register is the Executor's concern (gateway/registration_rate.py).
 
 Safelist: the documents of an Apollo persisted query manifest are the only ones that
 run, whether sent by hash or as text; nothing registers at run time.
@@ -13,6 +15,7 @@ run, whether sent by hash or as text; nothing registers at run time.
 import hashlib
 import json
 import re
+import sys
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +25,8 @@ from typing import Any
 from gateway.errors import BadRequest, PersistedQueryNotFound, PersistedQueryNotInList
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_ENTRY_BYTES = 100
+"""An LRU entry's link and slot, besides its text and hash."""
 
 
 def sha256(query: str) -> str:
@@ -37,10 +42,26 @@ class ResolvedQuery:
 
 
 class PersistedQueries:
-    def __init__(self, *, cache_size: int, safelist: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        cache_size: int,
+        cache_bytes: int,
+        safelist: Mapping[str, str] | None = None,
+    ) -> None:
         self._size = cache_size
+        self._max_bytes = cache_bytes
         self._safelist = safelist
         self._registered: OrderedDict[str, str] = OrderedDict()
+        self.bytes = 0
+        """The bytes of the registrations kept, at most cache_bytes."""
+
+    def __len__(self) -> int:
+        return len(self._registered)
+
+    def __contains__(self, query_hash: object) -> bool:
+        """Registered already (without refreshing it in the LRU)."""
+        return query_hash in self._registered
 
     def resolve(self, query: str | None, extensions: Mapping[str, Any] | None) -> ResolvedQuery:
         """The query to run, from its text, its hash, or both."""
@@ -63,10 +84,19 @@ class PersistedQueries:
         return ResolvedQuery(query, query_hash, register=self._safelist is None)
 
     def register(self, query_hash: str, query: str) -> None:
+        """Keeps `query` for its hash, evicting the least recently used past either bound;
+        a query over cache_bytes on its own is not kept."""
+        cost = _bytes(query_hash, query)
+        if self._size == 0 or cost > self._max_bytes:
+            return
+        replaced = self._registered.pop(query_hash, None)
+        if replaced is not None:
+            self.bytes -= _bytes(query_hash, replaced)
         self._registered[query_hash] = query
-        self._registered.move_to_end(query_hash)
-        while len(self._registered) > self._size:
-            self._registered.popitem(last=False)
+        self.bytes += cost
+        while len(self._registered) > self._size or self.bytes > self._max_bytes:
+            evicted_hash, evicted = self._registered.popitem(last=False)
+            self.bytes -= _bytes(evicted_hash, evicted)
 
     def _lookup(self, query_hash: str) -> str | None:
         if self._safelist is not None:
@@ -81,6 +111,10 @@ class PersistedQueries:
             raise PersistedQueryNotInList(
                 "this gateway runs only the documents on its safelist, and this is not one"
             )
+
+
+def _bytes(query_hash: str, query: str) -> int:
+    return sys.getsizeof(query) + sys.getsizeof(query_hash) + _ENTRY_BYTES
 
 
 def _hash_of(persisted: Any) -> str:

@@ -17,6 +17,16 @@ AUTHORIZATION_KEY = "authorization"
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
 """Trailing metadata of a refusal: how long to wait before retrying (gRPC's retry design,
 A6); the server's backpressure sends it, the client's breaker and retry honour it."""
+CLIENT_ADDRESS_KEY = "nova-client-address"
+"""Metadata a proxy (the gateway) sends with each call: the IP address of the client it
+serves, which a service believes only from its NOVA_TRUSTED_PROXIES."""
+REFUSAL_KEY = "nova-refusal"
+"""Trailing metadata of a refusal that says nothing about the server's health: "caller"
+(this caller is over its rate limit) or "method" (this method's own capacity is full, the
+rest of the server serves). Clients' circuit breakers do not count these as failures, so
+one caller can never open a breaker for everyone."""
+REFUSAL_CALLER = "caller"
+REFUSAL_METHOD = "method"
 
 deadline: ContextVar[float | None] = ContextVar("nova_deadline", default=None)
 """Absolute time.monotonic() by which the current RPC must answer; None when unbounded."""

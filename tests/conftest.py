@@ -103,6 +103,14 @@ def config(database_url: str, tmp_data_dir: Path) -> Config:
             "NOVA_BIND_HOST": "127.0.0.1",
             "NOVA_AUTH_SECRET": "test-secret-" + "x" * 40,
             "NOVA_PASSWORD_HASH_PROFILE": "insecure-fast",
+            # The session's tests sign in and up far faster (and more at once) than people
+            # do; the limits' own tests start servers with limits of their own.
+            "NOVA_PASSWORD_HASH_QUEUE": "10000",
+            **{
+                f"NOVA_{limit}_{part}": "1000000"
+                for limit in ("AUTHENTICATE_LOGIN", "AUTHENTICATE_ADDRESS", "CREATE_USER_ADDRESS")
+                for part in ("PER_MINUTE", "BURST")
+            },
             "NOVA_SHUTDOWN_GRACE_SECONDS": "0",
         },
         default_ports=REGISTRY.default_ports,

@@ -21,6 +21,15 @@ MAX_AUTHORS = 1000
 """ListPostsByAuthors merges at most this many authors per call (content.proto)."""
 FOLLOWING_PAGE = 100
 """ListFollowing's largest page (user.proto)."""
+FOLLOWING_CALLS = MAX_AUTHORS // FOLLOWING_PAGE
+"""ListFollowing calls one homeFeed can make: 1,000 follows in pages of 100."""
+WORK = MAX_AUTHORS + FOLLOWING_CALLS + 1
+"""What one homeFeed costs the backends beyond the posts it returns, in the cost model's
+unit (gateway.limits): 1,011. One per author it can reach (listed by ListFollowing, then
+probed for their newest post by ListPostsByAuthors: one row and one index descent each,
+counted as one object) and one per RPC. The weight does not depend on the viewer: the
+limit is checked before anyone's follows are read. One homeFeed with a 100-post page
+fits under the default maxCost (2,000); two do not."""
 
 feed_query = QueryType()
 

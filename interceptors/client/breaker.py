@@ -33,6 +33,7 @@ import pybreaker
 from grpc import aio
 
 from interceptors.client.call import Invoke, OutgoingCall
+from interceptors.client.refusal import is_scoped
 from interceptors.context import PUSHBACK_KEY
 
 FAILURE_CODES = frozenset(
@@ -45,7 +46,15 @@ FAILURE_CODES = frozenset(
 """Codes that say the target is unwell; others (NOT_FOUND, INVALID_ARGUMENT, …) are
 answers, and count as successes. INTERNAL and UNKNOWN are answers too: they say a request
 met a bug, which one caller can provoke at will with the same bad request, and a breaker
-they opened would refuse every caller's calls."""
+they opened would refuse every caller's calls. A refusal the server marks `nova-refusal`
+(one caller over its rate limit, one method's own capacity full) is an answer as well,
+whatever its code: it is about that caller or that method, not the target."""
+
+
+def is_failure(error: aio.AioRpcError, codes: frozenset[grpc.StatusCode]) -> bool:
+    """Whether `error` says the target is unwell: its code is one of `codes` and the server
+    did not mark it as a refusal of one caller or one method."""
+    return error.code() in codes and not is_scoped(error)
 
 
 @dataclass(frozen=True)
@@ -101,7 +110,7 @@ class Breaker(pybreaker.CircuitBreakerListener):
             fail_max=settings.failures,
             reset_timeout=settings.reset_seconds,
             success_threshold=settings.probes,
-            exclude=[lambda error: error.code() not in settings.failure_codes],
+            exclude=[lambda error: not is_failure(error, settings.failure_codes)],
             listeners=[self, *listeners],
             name=target,
         )

@@ -24,6 +24,7 @@ import structlog
 from grpc import aio
 
 from interceptors.client.call import OutgoingCall
+from interceptors.client.tls import ChannelTls, open_channel
 
 log = structlog.get_logger("nova.client.pool")
 
@@ -67,10 +68,14 @@ class _Slot:
 class ChannelPool:
     """Sends each call on the next healthy channel, preferring a replica not yet tried."""
 
-    def __init__(self, addresses: Sequence[str], settings: PoolSettings) -> None:
+    def __init__(
+        self, addresses: Sequence[str], settings: PoolSettings, tls: ChannelTls | None = None
+    ) -> None:
+        """`tls`: every channel (renewals too) uses it; None, plaintext."""
         if not addresses:
             raise ValueError("a channel pool needs at least one address")
         self._settings = settings
+        self._credentials = tls.credentials() if tls else None
         self._slots = [self._open(addresses[i % len(addresses)]) for i in range(settings.channels)]
         self._next = 0
         self._draining: set[asyncio.Task[None]] = set()
@@ -115,7 +120,8 @@ class ChannelPool:
     def _open(self, address: str) -> _Slot:
         now = time.monotonic()
         age = self._settings.max_age_seconds * (1 - self._settings.age_jitter * random.random())
-        return _Slot(address, aio.insecure_channel(address, options=_OPTIONS), now, now + age)
+        channel = open_channel(address, self._credentials, _OPTIONS)
+        return _Slot(address, channel, now, now + age)
 
     async def _tend(self) -> None:
         settings = self._settings

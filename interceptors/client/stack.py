@@ -32,6 +32,7 @@ from interceptors.client.hedging import Hedging, HedgingSettings
 from interceptors.client.log import AttemptLog, BreakerLog, CallLog
 from interceptors.client.propagation import Propagation, PropagationSettings
 from interceptors.client.retry import BudgetSettings, Retry, RetryBudget, RetrySettings
+from interceptors.client.tls import ChannelTls
 
 S = TypeVar("S")
 
@@ -47,6 +48,9 @@ class ClientSettings:
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     hedging: HedgingSettings = field(default_factory=HedgingSettings)
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    tls: ChannelTls | None = None
+    """Every channel's TLS (NOVA_TLS_CA_FILE, and a client certificate for mutual TLS);
+    None: plaintext."""
 
 
 def chain(target: str, settings: ClientSettings, meter: Meter) -> list[Layer]:
@@ -96,7 +100,7 @@ def connect(
     meter = meter or metrics.get_meter("nova.client")
     return Client(
         target,
-        ChannelPool(addresses, settings.pool),
+        ChannelPool(addresses, settings.pool, settings.tls),
         [*outer, *chain(target, settings, meter)],
         frozenset(idempotent),
     )

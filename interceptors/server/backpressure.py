@@ -6,7 +6,9 @@ throughput collapses. Here a call over the limit is answered RESOURCE_EXHAUSTED 
 before the servicer runs, with `grpc-retry-pushback-ms` in its trailing metadata so gRPC
 retry policies and Nova's client wait before trying again. The limit is per server, fixed
 or adaptive (see interceptors.server.limiters), and some methods can have a tighter fixed limit
-of their own (a costly batch call must not crowd out the cheap ones).
+of their own (a costly batch call must not crowd out the cheap ones). Streams take no slot:
+one stays open as long as its client wants, so a few idle watches would hold the limit
+against every unary call; interceptors.server.streams bounds them instead.
 """
 
 from __future__ import annotations
@@ -76,7 +78,9 @@ class Backpressure:
         self._retry_ms = settings.retry_pushback_ms
         self._pushback = ((PUSHBACK_KEY, str(settings.retry_pushback_ms)),)
 
-    def for_method(self, method: Method) -> Callable[[Call], _Admitted]:
+    def for_method(self, method: Method) -> Callable[[Call], _Admitted] | None:
+        if method.streams:
+            return None
         return _Admitted(self, self._method_limiters.get(method.path)).admit
 
     def refuse(self, call: Call, reason: str, limiter: Limiter) -> NoReturn:

@@ -2,9 +2,10 @@
 
 A layer (`Layer.for_method`, asked once per method) answers with a synchronous begin, an
 `Every(scope)` (nothing to do at the start, one scope for every call) or an
-`Awaiting(begin)`; a begin returns a Scope or None and may raise Abort to refuse the call;
-a scope's end is told how the call ended (`Call.status`, the error) and may raise Abort to
-answer it otherwise. interceptors.server.chain runs them.
+`Awaiting(begin)`, a `Wrapping(wrap)` to see the servicer's side of a call (a stream's
+messages), or None for nothing at all; a begin returns a Scope or None and may raise Abort
+to refuse the call; a scope's end is told how the call ended (`Call.status`, the error) and
+may raise Abort to answer it otherwise. interceptors.server.chain runs them.
 """
 
 from __future__ import annotations
@@ -14,15 +15,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from time import perf_counter
-from typing import TYPE_CHECKING, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import grpc
 
 from interceptors import context as rpc
 
 if TYPE_CHECKING:
-    from typing import Any
-
     from opentelemetry.trace import Span
 
 received_metadata: ContextVar[tuple[tuple[str, str | bytes], ...]] = ContextVar(
@@ -90,6 +89,13 @@ class Method:
     """As grpc names it: "/package.Service/Method"."""
     unary_response: bool
     """One response (unary-unary, stream-unary), not a stream of them."""
+    unary_request: bool = True
+    """One request (unary-unary, unary-stream), not a stream of them."""
+
+    @property
+    def streams(self) -> bool:
+        """Either side streams: a call that may stay open as long as its client wants."""
+        return not (self.unary_request and self.unary_response)
 
     @property
     def name(self) -> str:
@@ -193,6 +199,26 @@ class Awaiting:
     begin: AsyncBegin
 
 
+Behavior = Callable[[Any, Any], Awaitable[Any]]
+"""What serves a call, as the chain runs it: a coroutine function of the request (or the
+request iterator of a streaming one) and the context, returning the response (None for a
+streaming response, which it writes with `context.write`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Wrapping:
+    """A layer's answer to for_method when it must see what the servicer sees of each call,
+    such as a stream's messages, which no begin or end is told of. The chain calls `wrap`
+    once, with the method's behavior, and runs what it returns in its place, after every
+    begin and in the call's task (an outer layer's wrapper outside an inner one's). `begin`,
+    if any, runs as a synchronous begin; without one the layer costs the method's calls
+    nothing but its wrapper."""
+
+    wrap: Callable[[Behavior], Behavior]
+    begin: Begin | None = None
+
+
 class Layer(Protocol):
-    def for_method(self, method: Method) -> Begin | Every | Awaiting:
-        """What this layer does when a call of `method` begins (asked once per method)."""
+    def for_method(self, method: Method) -> Begin | Every | Awaiting | Wrapping | None:
+        """What this layer does when a call of `method` begins (asked once per method);
+        None: nothing, for calls of this method (the chain leaves the layer out of them)."""

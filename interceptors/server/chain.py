@@ -28,6 +28,10 @@ rate limit) says so with `Awaiting(begin)`, where begin is a coroutine function 
 same contract. Methods none of whose layers await run the synchronous path only, so an
 awaiting layer costs nothing where it is not used; where one is, the begins before it
 run as usual, and it and every begin after it run awaited in order, in the call's task.
+A layer with nothing to do for a method answers None and takes no step in its calls. One
+that must see what the servicer sees (a stream's messages, for its idle timeout) answers
+`Wrapping(wrap, begin)`: `wrap` is applied once to the method's behavior, so it costs the
+methods that do not use it nothing.
 
 A streaming behavior that is an async generator is run by a coroutine that writes what it
 yields with `context.write`, which grpc.aio serves the same way; others (which write with
@@ -55,6 +59,7 @@ from interceptors.server.call import (
     Layer,
     Method,
     Scope,
+    Wrapping,
     final_code,
     received_metadata,
 )
@@ -66,6 +71,7 @@ Behavior = Callable[..., Any]
 
 _OK = grpc.StatusCode.OK
 """A module constant: an enum member looked up on its class runs Python code."""
+_INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT
 
 _MAX_METHODS = 10_000
 """Wrapped handlers kept at most: a generic handler may serve any path a client sends."""
@@ -98,8 +104,14 @@ class Chain:
         return wrapped
 
     def _wrap(self, path: str, handler: Handler) -> Handler:
-        method = Method(path, handler.unary_unary is not None or handler.stream_unary is not None)
-        answers = [layer.for_method(method) for layer in self._layers]
+        method = Method(
+            path,
+            unary_response=handler.unary_unary is not None or handler.stream_unary is not None,
+            unary_request=handler.unary_unary is not None or handler.unary_stream is not None,
+        )
+        given = [layer.for_method(method) for layer in self._layers]
+        wraps = tuple(answer.wrap for answer in given if isinstance(answer, Wrapping))
+        answers = [begin for begin in map(_begin_of, given) if begin is not None]
         first_awaiting = next(
             (i for i, answer in enumerate(answers) if isinstance(answer, Awaiting)), len(answers)
         )
@@ -107,9 +119,12 @@ class Chain:
             method,
             tuple(_step(answer) for answer in answers[:first_awaiting]),
             tuple(_awaited_step(answer) for answer in answers[first_awaiting:]),
+            wraps,
         )
         kwargs = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": _parsing(handler.request_deserializer)
+            if method.unary_request
+            else handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary is not None:
@@ -131,6 +146,13 @@ _AwaitedStep = tuple[Begin | None, Scope | None, AsyncBegin | None]
 the begin to await."""
 
 
+def _begin_of(
+    answer: Begin | Every | Awaiting | Wrapping | None,
+) -> Begin | Every | Awaiting | None:
+    """What a layer does at the start of a call (None: nothing, it takes no step)."""
+    return answer.begin if isinstance(answer, Wrapping) else answer
+
+
 def _step(answer: Begin | Every | Awaiting) -> _Step:
     assert not isinstance(answer, Awaiting)
     return (None, answer.scope) if isinstance(answer, Every) else (answer, None)
@@ -145,22 +167,30 @@ def _awaited_step(answer: Begin | Every | Awaiting) -> _AwaitedStep:
 class _Run:
     """The layers' hooks for calls of one method, around its behavior."""
 
-    __slots__ = ("_awaited", "_method", "_steps")
+    __slots__ = ("_awaited", "_method", "_steps", "_wraps")
 
     def __init__(
-        self, method: Method, steps: tuple[_Step, ...], awaited: tuple[_AwaitedStep, ...]
+        self,
+        method: Method,
+        steps: tuple[_Step, ...],
+        awaited: tuple[_AwaitedStep, ...],
+        wraps: tuple[Callable[[Behavior], Behavior], ...] = (),
     ) -> None:
         self._method = method
         self._steps = steps
         """The layers before the first that awaits: begun without an await."""
         self._awaited = awaited
         """That layer and those after it (none when no layer awaits)."""
+        self._wraps = wraps
+        """The Wrapping layers' wrappers, outermost first."""
 
     def wrap(self, behavior: Behavior) -> Behavior:
         if inspect.isasyncgenfunction(behavior):
             behavior = _written(behavior)
         elif not inspect.iscoroutinefunction(behavior):
             behavior = _awaitable(behavior)
+        for wrap in reversed(self._wraps):
+            behavior = wrap(behavior)
         method, steps, awaited = self._method, self._steps, self._awaited
 
         async def run(request: Any, context: Context) -> Any:
@@ -172,6 +202,8 @@ class _Run:
                 _begin_all(steps, call, scopes)
                 if awaited:  # a tuple's truth: the synchronous path pays no more
                     await _begin_awaited(awaited, call, scopes)
+                if request.__class__ is Unparsed:
+                    raise Abort(_INVALID_ARGUMENT, request.details)
                 result = await behavior(request, context)
             except BaseException as raised:
                 error = raised
@@ -243,6 +275,37 @@ async def _answer(context: Context, abort: Abort) -> BaseException:
         await context.abort(abort.code, abort.details, abort.trailing_metadata)
     except BaseException as answered:
         return answered
+
+
+class Unparsed:
+    """A unary request whose body does not parse, as the chain's deserializer hands it over
+    instead of raising: grpc.aio parses a request before any layer runs, and answers the
+    parser's exception with UNKNOWN and its text, past the access log and the metrics.
+    The chain answers it INVALID_ARGUMENT instead, inside every layer, as it would any
+    request the servicer refused. (A streaming request's messages are parsed as the
+    servicer reads them, past this: unary requests only.)"""
+
+    __slots__ = ("details",)
+
+    def __init__(self, details: str) -> None:
+        self.details = details
+
+
+def _parsing(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """`deserializer`, returning Unparsed for a body it refuses."""
+    if deserializer is None:
+        return None
+
+    def parse(body: bytes) -> Any:
+        try:
+            return deserializer(body)
+        except Exception as error:  # protobuf's DecodeError: the body, not the server
+            return Unparsed(
+                f"the request is not a valid message of this method's type ({error}); "
+                "send it as its generated code encodes it, with text in UTF-8"
+            )
+
+    return parse
 
 
 def _written(behavior: Behavior) -> Behavior:

@@ -1,10 +1,11 @@
 """Gives every call a deadline, carries it in interceptors.context, and refuses hopeless ones.
 
 A call that arrives without a deadline would otherwise let its work, and every call it
-makes downstream, run for ever; it gets `default_seconds`, enforced here (a unary-response
-call past it is answered DEADLINE_EXCEEDED). Streaming responses are exempt: a watch is
-meant to stay open. The remaining time lives in `context.deadline` as an absolute
-monotonic time, which the client side turns into the timeout of every outgoing call.
+makes downstream, run for ever; it gets `default_seconds`, enforced here (a unary call past
+it is answered DEADLINE_EXCEEDED). Streams (either side) are exempt: a watch is meant to
+stay open, and interceptors.server.streams ends one that falls silent. The remaining time
+lives in `context.deadline` as an absolute monotonic time, which the client side turns
+into the timeout of every outgoing call.
 
 A call with less than `minimum_seconds` left cannot be served in time, so it is answered
 DEADLINE_EXCEEDED before any work: the truth about why (RESOURCE_EXHAUSTED would invite a
@@ -31,7 +32,7 @@ _monotonic = time.monotonic
 @dataclass(frozen=True)
 class DeadlineSettings:
     default_seconds: float = 10.0
-    """Deadline of a unary-response call that arrives without one."""
+    """Deadline of a unary call that arrives without one."""
     minimum_seconds: float = 0.005
     """A call with less time left than this is refused before any work."""
 
@@ -48,14 +49,16 @@ class Deadlines:
         self._rejected = rejected
 
     def for_method(self, method: Method) -> Callable[[Call], Scope | None]:
-        return self.begin
+        return self.begin_stream if method.streams else self.begin
+
+    def begin_stream(self, call: Call) -> Scope | None:
+        """A stream gets no default deadline, only the one its caller sent, if any."""
+        return None if call.context.time_remaining() is None else self.begin(call)
 
     def begin(self, call: Call) -> Scope | None:
         settings = self.settings
         remaining = call.context.time_remaining()
         if remaining is None:
-            if not call.method.unary_response:
-                return None
             return _Enforced(settings.default_seconds)
         if remaining < settings.minimum_seconds:
             self._rejected("deadline", call.method.path)

@@ -3,7 +3,8 @@
 Domain exceptions are looked up along their class's MRO in a table the runtime passes in,
 and answered with their message, or with the table's fixed message where the exception's
 own text is not for callers (a database driver's, which may name hosts); those are logged
-with their own text, one line each, so an operator still sees what happened. Anything
+with their own text, one line each, so an operator still sees what happened. An exception with a
+`trailing_metadata` attribute (pairs of strings) has it sent with its status. Anything
 else is a bug: it is logged with its traceback and the caller gets INTERNAL with a request
 id to quote, never the exception's text. The id is the one the propagated layer gave the
 RPC, so the operator finds this line beside the RPC's access-log line; without that layer
@@ -80,7 +81,8 @@ class _Mapped:
             )
         code, message = found
         if message is None:
-            raise Abort(code, str(error))
+            # An error may say more in trailing metadata (a refusal's retry hint).
+            raise Abort(code, str(error), getattr(error, "trailing_metadata", ()))
         request_id = rpc.request_id.get() or request_id_of(call)
         log.warning(
             "%s answered %s (request id %s): %s: %s",

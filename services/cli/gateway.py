@@ -27,15 +27,29 @@ def gateway_settings(read: EnvReader, *, mode: str = "production") -> GatewaySet
             "NOVA_GATEWAY_REQUEST_TIMEOUT_MS", 10_000, 1, 600_000
         ),
         max_body_bytes=read.number("NOVA_GATEWAY_MAX_BODY_BYTES", 1_048_576, 1, 100_000_000),
-        max_query_length=read.number("NOVA_GATEWAY_MAX_QUERY_LENGTH", 100_000, 1, 10_000_000),
+        max_query_length=read.number("NOVA_GATEWAY_MAX_QUERY_LENGTH", 20_000, 1, 1_000_000),
         max_tokens=read.number("NOVA_GATEWAY_MAX_TOKENS", 1000, 1, 1_000_000),
+        max_operations=read.number("NOVA_GATEWAY_MAX_OPERATIONS", 10, 1, 1000),
+        max_fragments=read.number("NOVA_GATEWAY_MAX_FRAGMENTS", 100, 1, 10_000),
+        max_variables_depth=read.number("NOVA_GATEWAY_MAX_VARIABLES_DEPTH", 10, 1, 100),
+        max_variable_values=read.number("NOVA_GATEWAY_MAX_VARIABLE_VALUES", 1000, 1, 1_000_000),
         max_depth=read.number("NOVA_GATEWAY_MAX_DEPTH", 10, 1, 100),
         max_aliases=read.number("NOVA_GATEWAY_MAX_ALIASES", 30, 1, 10_000),
         max_cost=read.number("NOVA_GATEWAY_MAX_COST", 2000, 1, 10_000_000),
         max_page_size=read.number("NOVA_GATEWAY_MAX_PAGE_SIZE", 100, 1, 100),
         document_cache_size=read.number("NOVA_GATEWAY_DOCUMENT_CACHE_SIZE", 1000, 0, 1_000_000),
+        document_cache_bytes=read.number("NOVA_GATEWAY_DOCUMENT_CACHE_BYTES", 16 * 2**20, 0, 2**34),
         persisted_query_cache_size=read.number(
             "NOVA_GATEWAY_APQ_CACHE_SIZE", 10_000, 0, 10_000_000
+        ),
+        persisted_query_cache_bytes=read.number(
+            "NOVA_GATEWAY_APQ_CACHE_BYTES", 16 * 2**20, 0, 2**34
+        ),
+        persisted_query_registrations_per_second=read.number(
+            "NOVA_GATEWAY_APQ_REGISTRATIONS_PER_SECOND", 10, 1, 100_000
+        ),
+        persisted_query_registration_burst=read.number(
+            "NOVA_GATEWAY_APQ_REGISTRATION_BURST", 50, 1, 1_000_000
         ),
         safelist=read.existing_file("NOVA_GATEWAY_SAFELIST"),
     )

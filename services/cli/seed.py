@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import click
+import grpc
 from grpc import aio
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+from interceptors.client.refusal import refusal_of
+from interceptors.client.tls import ChannelTls, open_channel
 from nova.content.v1 import content_pb2, content_pb2_grpc
 from nova.user.v1 import user_pb2, user_pb2_grpc
 from services.cli.common import load_config, run
@@ -86,6 +89,22 @@ class SeedError(Exception):
     """An RPC of the seed failed; the message names the call, status code and details."""
 
 
+async def _when_admitted(send: Callable[[], Awaitable[R]]) -> R:
+    """`send()`, sent again after the wait the service names while it refuses it
+    (RESOURCE_EXHAUSTED with a retry hint, before doing anything): a seed signs up more
+    users at once than the password-hashing pool takes. Within _CALL_TIMEOUT_SECONDS."""
+    give_up = time.monotonic() + _CALL_TIMEOUT_SECONDS
+    while True:
+        try:
+            return await send()
+        except aio.AioRpcError as error:
+            wait = refusal_of(error).retry_after_seconds
+            exhausted = error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            if not exhausted or wait is None or time.monotonic() + wait > give_up:
+                raise
+        await asyncio.sleep(wait)
+
+
 async def seed(
     addresses: Mapping[str, str],
     plan: SeedPlan,
@@ -93,13 +112,15 @@ async def seed(
     concurrency: int = 16,
     rng_seed: int | None = None,
     progress: Progress | None = None,
+    tls: ChannelTls | None = None,
 ) -> Seeded:
     """Creates users, follows, posts, comments and likes against addresses["user"] and
-    addresses["content"], at most `concurrency` calls at a time; the first failed call
-    stops it with a SeedError."""
+    addresses["content"] (over `tls` when given), at most `concurrency` calls at a time;
+    the first failed call stops it with a SeedError."""
+    credentials = tls.credentials() if tls else None
     async with (
-        aio.insecure_channel(addresses["user"]) as user_channel,
-        aio.insecure_channel(addresses["content"]) as content_channel,
+        open_channel(addresses["user"], credentials) as user_channel,
+        open_channel(addresses["content"], credentials) as content_channel,
     ):
         seeder = _Seeder(
             users=user_pb2_grpc.UserServiceStub(user_channel),
@@ -112,7 +133,12 @@ async def seed(
 
 
 async def seed_and_report(
-    addresses: Mapping[str, str], plan: SeedPlan, *, concurrency: int, rng_seed: int | None
+    addresses: Mapping[str, str],
+    plan: SeedPlan,
+    *,
+    concurrency: int,
+    rng_seed: int | None,
+    tls: ChannelTls | None = None,
 ) -> None:
     """seed() with a progress bar per phase, then a summary a person can sign in from."""
     console = Console()
@@ -124,7 +150,7 @@ async def seed_and_report(
         console=console,
     ) as progress:
         seeded = await seed(
-            addresses, plan, concurrency=concurrency, rng_seed=rng_seed, progress=progress
+            addresses, plan, concurrency=concurrency, rng_seed=rng_seed, progress=progress, tls=tls
         )
     rate = seeded.calls / seeded.seconds
     console.print(
@@ -235,21 +261,25 @@ class _Seeder:
     async def _user(self, handle: str, display_name: str) -> DemoUser:
         created = await self._rpc(
             f"UserService.CreateUser of {handle}",
-            self._users.CreateUser(
-                user_pb2.CreateUserRequest(
-                    handle=handle,
-                    email=f"{handle}@example.com",
-                    password=DEMO_PASSWORD,
-                    display_name=display_name,
-                ),
-                timeout=_CALL_TIMEOUT_SECONDS,
+            _when_admitted(
+                lambda: self._users.CreateUser(
+                    user_pb2.CreateUserRequest(
+                        handle=handle,
+                        email=f"{handle}@example.com",
+                        password=DEMO_PASSWORD,
+                        display_name=display_name,
+                    ),
+                    timeout=_CALL_TIMEOUT_SECONDS,
+                )
             ),
         )
         signed_in = await self._rpc(
             f"UserService.Authenticate of {handle}",
-            self._users.Authenticate(
-                user_pb2.AuthenticateRequest(login=handle, password=DEMO_PASSWORD),
-                timeout=_CALL_TIMEOUT_SECONDS,
+            _when_admitted(
+                lambda: self._users.Authenticate(
+                    user_pb2.AuthenticateRequest(login=handle, password=DEMO_PASSWORD),
+                    timeout=_CALL_TIMEOUT_SECONDS,
+                )
             ),
         )
         return DemoUser(id=created.user.id, handle=handle, token=signed_in.access_token)
@@ -338,8 +368,16 @@ def seed_command(
         comments_per_post=comments_per_post,
         likes_per_post=likes_per_post,
     )
-    addresses = load_config().addresses
+    config = load_config()
     try:
-        run(seed_and_report(addresses, plan, concurrency=concurrency, rng_seed=rng_seed))
+        run(
+            seed_and_report(
+                config.addresses,
+                plan,
+                concurrency=concurrency,
+                rng_seed=rng_seed,
+                tls=config.clients.tls,
+            )
+        )
     except SeedError as error:
         raise click.ClickException(str(error)) from None

@@ -26,7 +26,12 @@ MAX_COMMENT_CHARACTERS = 2000
 MAX_BATCH_GET_POSTS = 100
 """BatchGetPosts answers at most this many ids per call (the proto documents it)."""
 MAX_LIST_POSTS_BY_AUTHORS = 1000
-"""ListPostsByAuthors merges at most this many authors per call."""
+"""ListPostsByAuthors merges at most this many authors per call: the gateway's home feed
+sends up to 1,000 follows. Each costs one index entry (repository.py), so any caller,
+anonymous too, may send them all."""
+MAX_POSTS_BY_AUTHORS_PAGE = 100
+"""ListPostsByAuthors' largest page: the posts it reads grow with its square (5,151 for
+100), never with the number of authors' posts."""
 MAX_BATCH_LIST_COMMENTS = 100
 """BatchListComments answers at most this many post ids per call."""
 MAX_BATCH_GET_POST_STATS = 100
@@ -95,7 +100,7 @@ class ContentServicer(content_pb2_grpc.ContentServiceServicer):
         self, request: content_pb2.ListPostsByAuthorsRequest, context: Context
     ) -> content_pb2.ListPostsByAuthorsResponse:
         author_ids = parse_ids(request.author_ids, "author_ids", maximum=MAX_LIST_POSTS_BY_AUTHORS)
-        page = read_page(request.page)
+        page = read_page(request.page, maximum=MAX_POSTS_BY_AUTHORS_PAGE)
         rows = await self._content.list_posts_by_authors(
             tenant_id=current_tenant(),
             author_ids=author_ids,

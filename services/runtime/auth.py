@@ -2,14 +2,17 @@
 
 UserService.Authenticate issues an HS256 JWT; every service verifies it (the auth
 interceptor puts the result in `current_caller`), so no service has to call another to
-know who is asking. The token carries the tenant, which scopes every query.
+know who is asking. The token carries the tenant, which scopes every query, its audience
+(`aud`), and in its header the id of the key that signed it (`kid`), so that keys can be
+rotated without signing everyone out.
 """
 
+import hashlib
 import os
 import secrets
 import uuid
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -53,32 +56,73 @@ def current_tenant() -> uuid.UUID:
     return caller.tenant_id if caller else DEFAULT_TENANT_ID
 
 
+def key_id(key: str) -> str:
+    """The `kid` of a key: a short hash of it, so keys need no names of their own. It
+    tells nothing the token's signature does not already (both are functions of the key)."""
+    return hashlib.sha256(b"nova-token-key:" + key.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class TokenCodec:
+    """Issues tokens signed with `secret`, and verifies tokens signed with it or with one
+    of `previous_secrets` (chosen by the `kid` in the token's header).
+
+    Rotating keys: list the current key in NOVA_AUTH_PREVIOUS_SECRETS everywhere, make the
+    new one NOVA_AUTH_SECRET, and drop the old one once its last tokens have expired
+    (NOVA_TOKEN_TTL_SECONDS later). Tokens carry `aud` (`audience`), which verification
+    requires, so a token issued for another system with the same key is refused.
+    """
+
     secret: str
     ttl: timedelta
+    previous_secrets: tuple[str, ...] = ()
+    audience: str = "nova"
+    _keys: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        keys = {key_id(key): key for key in (*reversed(self.previous_secrets), self.secret)}
+        object.__setattr__(self, "_keys", keys)
+
+    @property
+    def key_id(self) -> str:
+        """The `kid` of the tokens this codec issues."""
+        return key_id(self.secret)
 
     def issue(self, caller: Caller) -> tuple[str, datetime]:
         now = datetime.now(UTC)
         expires = now + self.ttl
         claims = {
             "iss": _ISSUER,
+            "aud": self.audience,
             "sub": str(caller.user_id),
             "tid": str(caller.tenant_id),
             "handle": caller.handle,
             "iat": now,
             "exp": expires,
         }
-        return jwt.encode(claims, self.secret, algorithm=_ALGORITHM), expires
+        token = jwt.encode(claims, self.secret, algorithm=_ALGORITHM, headers={"kid": self.key_id})
+        return token, expires
 
     def verify(self, token: str) -> Caller:
         try:
+            kid = jwt.get_unverified_header(token).get("kid")
+            key = self._keys.get(kid) if isinstance(kid, str) else None
+            if key is None:
+                raise Unauthenticated(
+                    "the access token is not valid: it was signed with a key this service "
+                    "does not accept (retired, or another system's); call Authenticate for "
+                    "a new one"
+                    if kid
+                    else "the access token is not valid (it names no signing key); call "
+                    "Authenticate for a new one"
+                )
             claims = jwt.decode(
                 token,
-                self.secret,
+                key,
                 algorithms=[_ALGORITHM],
                 issuer=_ISSUER,
-                options={"require": ["exp", "sub", "tid", "iss"]},
+                audience=self.audience,
+                options={"require": ["exp", "sub", "tid", "iss", "aud"]},
             )
             return Caller(
                 user_id=uuid.UUID(claims["sub"]),
@@ -87,14 +131,29 @@ class TokenCodec:
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("the access token has expired; call Authenticate again") from None
-        except (jwt.InvalidTokenError, ValueError, KeyError):
+        except (jwt.MissingRequiredClaimError, jwt.InvalidAudienceError) as error:
+            if isinstance(error, jwt.MissingRequiredClaimError) and error.claim != "aud":
+                raise _not_valid() from None
             raise Unauthenticated(
-                "the access token is not valid (malformed, or signed with another key); "
-                "call Authenticate for a new one"
+                f"the access token is not valid here: it is not meant for audience "
+                f"{self.audience!r}; call Authenticate for a new one"
             ) from None
+        # AttributeError: uuid.UUID's, for a `tid` that is no string (a number, a list).
+        except (jwt.InvalidTokenError, ValueError, KeyError, TypeError, AttributeError):
+            raise _not_valid() from None
+
+
+def _not_valid() -> Unauthenticated:
+    return Unauthenticated(
+        "the access token is not valid (malformed, or signed with another key); "
+        "call Authenticate for a new one"
+    )
 
 
 MIN_KEY_LENGTH = 32
+
+MAX_PREVIOUS_SECRETS = 10
+"""Verification keys besides the signing key: a rotation needs one or two."""
 
 
 def development_secret(data_dir: Path) -> str:

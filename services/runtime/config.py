@@ -11,15 +11,20 @@ from pathlib import Path
 
 from interceptors.client.stack import ClientSettings
 from services.runtime.config_sections import (
+    auth_audience,
     client_settings,
     event_settings,
     metrics_port,
+    previous_secrets,
     server_layers,
+    sign_in_settings,
 )
 from services.runtime.env import ConfigError as ConfigError
 from services.runtime.env import EnvReader
 from services.runtime.events.settings import EventSettings
 from services.runtime.server_layers import ServerLayers
+from services.runtime.sign_in import SignInSettings
+from services.runtime.tls import ServerTls, tls_settings
 
 PASSWORD_HASH_PROFILES = ("rfc9106-low-memory", "insecure-fast")
 
@@ -36,7 +41,12 @@ class Config:
     auth_secret: str | None
     """None means: use (or create) a development key in data_dir."""
     token_ttl_seconds: int
+    auth_previous_secrets: tuple[str, ...]
+    """Keys that verify tokens but sign none (NOVA_AUTH_PREVIOUS_SECRETS): key rotation."""
+    auth_audience: str
     password_hash_profile: str
+    sign_in: SignInSettings
+    """Rate limits of log-in and sign-up, trusted proxies, the password hashing pool."""
     db_pool_size: int
     db_acquire_timeout_ms: int
     shutdown_grace_seconds: float
@@ -52,6 +62,8 @@ class Config:
     """Prometheus scrape endpoint; None: none, 0: any free port."""
     events: EventSettings
     """Transport (Kafka or the PostgreSQL log), relay and outbox retention."""
+    tls: ServerTls | None
+    """The servers' TLS (NOVA_TLS_CERT_FILE…); None: plaintext. The clients' is clients.tls."""
 
     @classmethod
     def from_env(
@@ -62,6 +74,7 @@ class Config:
         NOVA_<NAME>_PORT and NOVA_<NAME>_ADDRESS are read for each of them."""
         env = os.environ if env is None else env
         read = EnvReader(env)
+        tls = tls_settings(read)
         host = read.text("NOVA_BIND_HOST", "localhost")
         ports = {
             name: read.number(f"NOVA_{name.upper()}_PORT", default, 0, 65535)
@@ -79,9 +92,12 @@ class Config:
             addresses=addresses,
             auth_secret=read.optional("NOVA_AUTH_SECRET", minimum_length=32),
             token_ttl_seconds=read.number("NOVA_TOKEN_TTL_SECONDS", 3600, 60, 30 * 86400),
+            auth_previous_secrets=previous_secrets(read),
+            auth_audience=auth_audience(read),
             password_hash_profile=read.choice(
                 "NOVA_PASSWORD_HASH_PROFILE", PASSWORD_HASH_PROFILES[0], PASSWORD_HASH_PROFILES
             ),
+            sign_in=sign_in_settings(read),
             db_pool_size=read.number("NOVA_DB_POOL_SIZE", 10, 1, 1000),
             db_acquire_timeout_ms=read.number("NOVA_DB_ACQUIRE_TIMEOUT_MS", 1000, 1, 60_000),
             shutdown_grace_seconds=read.number("NOVA_SHUTDOWN_GRACE_SECONDS", 5, 0, 300),
@@ -89,10 +105,11 @@ class Config:
             log_level=read.choice(
                 "NOVA_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True
             ),
-            clients=client_settings(read),
+            clients=client_settings(read, tls.client),
             server=server_layers(read),
             metrics_port=metrics_port(read),
             events=event_settings(read),
+            tls=tls.server,
         )
 
 

@@ -12,14 +12,21 @@ from interceptors.client.hedging import HedgingSettings
 from interceptors.client.propagation import PropagationSettings
 from interceptors.client.retry import BudgetSettings, RetrySettings
 from interceptors.client.stack import ClientSettings
+from interceptors.client.tls import ChannelTls
 from interceptors.server.backpressure import BackpressureSettings
 from interceptors.server.deadlines import DeadlineSettings
+from interceptors.server.streams import StreamSettings
+from services.runtime.auth import MAX_PREVIOUS_SECRETS, MIN_KEY_LENGTH
+from services.runtime.client_address import parse_networks
 from services.runtime.env import ConfigError, EnvReader
 from services.runtime.events.settings import EventSettings
+from services.runtime.rate_limit import Rate
 from services.runtime.server_layers import ServerLayers
+from services.runtime.sign_in import SignInSettings, default_hash_concurrency
 
 
-def client_settings(read: EnvReader) -> ClientSettings:
+def client_settings(read: EnvReader, tls: ChannelTls | None = None) -> ClientSettings:
+    """`tls`: the clients' part of services.runtime.tls.tls_settings."""
     return ClientSettings(
         pool=PoolSettings(
             channels=read.number("NOVA_CLIENT_CHANNELS", 4, 1, 64),
@@ -56,6 +63,7 @@ def client_settings(read: EnvReader) -> ClientSettings:
                 "NOVA_CLIENT_BREAKER_PROBE_TIMEOUT_MS", 1000, 1, 600_000
             ),
         ),
+        tls=tls,
     )
 
 
@@ -69,7 +77,10 @@ def server_layers(read: EnvReader) -> ServerLayers:
     )
     default_ms = read.number("NOVA_DEFAULT_DEADLINE_MS", 10_000, 1, 3_600_000)
     minimum_ms = read.number("NOVA_MIN_DEADLINE_MS", 5, 0, default_ms - 1)
+    streams = _stream_settings(read)
     return ServerLayers(
+        streams=streams,
+        max_concurrent_streams=_max_concurrent_streams(read, streams),
         telemetry=read.flag("NOVA_TELEMETRY", True),
         access_log=read.flag("NOVA_ACCESS_LOG", True),
         deadlines=DeadlineSettings(
@@ -77,6 +88,27 @@ def server_layers(read: EnvReader) -> ServerLayers:
         ),
         backpressure=None if limiter == "off" else backpressure,
     )
+
+
+def _stream_settings(read: EnvReader) -> StreamSettings:
+    per_connection = read.number("NOVA_MAX_STREAMS_PER_CONNECTION", 16, 1, 1000)
+    return StreamSettings(
+        max_per_connection=per_connection,
+        max_per_server=read.number("NOVA_MAX_STREAMS", 1000, per_connection, 1_000_000),
+        idle_seconds=read.number("NOVA_STREAM_IDLE_SECONDS", 300, 1, 86_400),
+    )
+
+
+def _max_concurrent_streams(read: EnvReader, streams: StreamSettings) -> int:
+    """NOVA_GRPC_MAX_CONCURRENT_STREAMS, above the streams one connection may hold."""
+    value = read.number("NOVA_GRPC_MAX_CONCURRENT_STREAMS", 1000, 2, 1_000_000)
+    if value <= streams.max_per_connection:
+        raise ConfigError(
+            f"NOVA_GRPC_MAX_CONCURRENT_STREAMS ({value}) must exceed "
+            f"NOVA_MAX_STREAMS_PER_CONNECTION ({streams.max_per_connection}): a connection "
+            "holding all the streams it may would have no room left for unary calls"
+        )
+    return value
 
 
 def event_settings(read: EnvReader) -> EventSettings:
@@ -100,6 +132,57 @@ def metrics_port(read: EnvReader) -> int | None:
     if not read.text("NOVA_METRICS_PORT", ""):
         return None
     return read.number("NOVA_METRICS_PORT", 0, 0, 65535)
+
+
+def sign_in_settings(read: EnvReader) -> SignInSettings:
+    cpus = default_hash_concurrency()
+    concurrency = read.number("NOVA_PASSWORD_HASH_CONCURRENCY", cpus, 1, 256)
+    return SignInSettings(
+        authenticate_per_login=_rate(read, "NOVA_AUTHENTICATE_LOGIN", 5, 10),
+        authenticate_per_address=_rate(read, "NOVA_AUTHENTICATE_ADDRESS", 30, 30),
+        create_user_per_address=_rate(read, "NOVA_CREATE_USER_ADDRESS", 5, 10),
+        rate_limit_keys=read.number("NOVA_RATE_LIMIT_KEYS", 100_000, 1000, 10_000_000),
+        trusted_proxies=parse_networks(
+            "NOVA_TRUSTED_PROXIES", read.text("NOVA_TRUSTED_PROXIES", "127.0.0.0/8,::1")
+        ),
+        hash_concurrency=concurrency,
+        hash_queue=read.number("NOVA_PASSWORD_HASH_QUEUE", 2 * concurrency, 0, 10_000),
+    )
+
+
+def _rate(read: EnvReader, prefix: str, per_minute: int, burst: int) -> Rate:
+    """<prefix>_PER_MINUTE and <prefix>_BURST."""
+    return Rate(
+        per_minute=read.number(f"{prefix}_PER_MINUTE", per_minute, 1, 1_000_000),
+        burst=read.number(f"{prefix}_BURST", burst, 1, 1_000_000),
+    )
+
+
+def previous_secrets(read: EnvReader) -> tuple[str, ...]:
+    """NOVA_AUTH_PREVIOUS_SECRETS: comma-separated keys, each as long as a signing key."""
+    raw = read.text("NOVA_AUTH_PREVIOUS_SECRETS", "")
+    keys = tuple(filter(None, (key.strip() for key in raw.split(","))))
+    if len(keys) > MAX_PREVIOUS_SECRETS:
+        raise ConfigError(
+            f"NOVA_AUTH_PREVIOUS_SECRETS holds {len(keys)} keys; at most "
+            f"{MAX_PREVIOUS_SECRETS} (drop those older than the token lifetime)"
+        )
+    for index, key in enumerate(keys):
+        if len(key) < MIN_KEY_LENGTH:
+            raise ConfigError(
+                f"NOVA_AUTH_PREVIOUS_SECRETS key {index + 1} has {len(key)} characters, "
+                f"fewer than {MIN_KEY_LENGTH}"
+            )
+    return keys
+
+
+def auth_audience(read: EnvReader) -> str:
+    audience = read.text("NOVA_AUTH_AUDIENCE", "nova")
+    if len(audience) > 100 or not audience.isprintable():
+        raise ConfigError(
+            f"NOVA_AUTH_AUDIENCE must be at most 100 printable characters; got {audience[:40]!r}"
+        )
+    return audience
 
 
 def _method_limits(raw: str) -> dict[str, int]:

@@ -7,6 +7,7 @@
      ├── PermissionDenied   PERMISSION_DENIED  signed in, but not allowed to touch this
      ├── Unauthenticated    UNAUTHENTICATED    no valid token where one is needed
      └── ResourceExhausted  RESOURCE_EXHAUSTED overloaded; retry later
+          └── Refused                          one caller or one method; says when to retry
 
 Messages are shown to callers as they are, so they say what was wrong and how to fix it,
 and never carry internals. The database driver's errors are in the table too, with fixed
@@ -16,11 +17,14 @@ so clients may retry reads), a transaction that lost a conflict may simply run a
 (ABORTED). None of them is a bug, so none is INTERNAL.
 """
 
+import math
 from collections.abc import Mapping
+from typing import Literal
 
 import asyncpg
 import grpc
 
+from interceptors.context import PUSHBACK_KEY, REFUSAL_CALLER, REFUSAL_KEY, REFUSAL_METHOD
 from interceptors.server.errors import Answer
 
 
@@ -50,6 +54,27 @@ class Unauthenticated(NovaError):
 
 class ResourceExhausted(NovaError):
     pass
+
+
+class Refused(ResourceExhausted):
+    """A refusal of one caller (over its rate limit) or of one method (its own capacity is
+    full), not of the server: its trailing metadata carries the retry hint
+    (`grpc-retry-pushback-ms`, so no retry layer resends it at once) and `nova-refusal`
+    (so no client's circuit breaker counts it against the server)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_seconds: float = 1.0,
+        scope: Literal["caller", "method"] = "caller",
+    ) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+        self.trailing_metadata = (
+            (PUSHBACK_KEY, str(max(1, math.ceil(retry_after_seconds * 1000)))),
+            (REFUSAL_KEY, REFUSAL_CALLER if scope == "caller" else REFUSAL_METHOD),
+        )
 
 
 _UNREACHABLE = "the database cannot be reached right now; retry with backoff"

@@ -48,7 +48,12 @@ async def open_dependencies(
                 dsn, size=config.db_pool_size, acquire_timeout_ms=config.db_acquire_timeout_ms
             )
         )
-        tokens = TokenCodec(secret=secret, ttl=timedelta(seconds=config.token_ttl_seconds))
+        tokens = TokenCodec(
+            secret=secret,
+            ttl=timedelta(seconds=config.token_ttl_seconds),
+            previous_secrets=config.auth_previous_secrets,
+            audience=config.auth_audience,
+        )
         yield Dependencies(config=config, db=db, tokens=tokens)
 
 
@@ -93,6 +98,7 @@ async def serve(
                     host=deps.config.bind_host,
                     port=ports[spec.name],
                     layers=deps.config.server,
+                    tls=deps.config.tls,
                 )
             )
         yield servers

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -26,22 +27,52 @@ from interceptors.server.chained_server import ChainedServer
 from interceptors.server.deadlines import Deadlines
 from interceptors.server.errors import ErrorMapping
 from interceptors.server.propagated import Propagated
+from interceptors.server.streams import Streams
 from interceptors.server.telemetry import RpcMetrics, Telemetry
 from services.runtime.auth import Caller, TokenCodec, current_caller
 from services.runtime.errors import STATUS_BY_ERROR, Unauthenticated
 from services.runtime.logs import ACCESS_LINES
 from services.runtime.server_layers import DEFAULT_LAYERS, ServerLayers
 from services.runtime.spec import Dependencies, ServiceSpec
+from services.runtime.tls import ServerTls, is_loopback
+
+_log = structlog.get_logger("nova.server")
 
 _OPTIONS = [
     # Without this, grpc sets SO_REUSEPORT and a second Nova on the same port would
     # silently share it instead of failing to start.
     ("grpc.so_reuseport", 0),
     # Clients that do not rotate their channels still spread over new replicas (gRPC
-    # jitters the age by ±10%).
+    # jitters the age by ±10%). It also bounds a stream's life: past the grace the
+    # connection closes with whatever it still holds. Nova's client pool renews its
+    # channels sooner (PoolSettings.max_age_seconds, 240 s at most) and drains a retired
+    # one for at most 30 s, within the grace, so no call of its own is cut off.
     ("grpc.max_connection_age_ms", 300_000),
     ("grpc.max_connection_age_grace_ms", 30_000),
+    # A connection with no call for 2 minutes is closed: each holds a socket and buffers,
+    # and clients could open them by the thousand. A client's channel reconnects on its
+    # next call, so only one quiet for that long pays a handshake.
+    ("grpc.max_connection_idle_ms", 120_000),
+    # A connection silent for 60 s is pinged, and closed without an answer in 20 s: a
+    # client that vanished without closing (a crashed host, a cut network) would otherwise
+    # keep its streams, and their places in the stream limits, until the connection's age.
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    # Keep pinging while a stream sits idle: by default gRPC stops after two pings
+    # without data, just when an idle Watch's peer is the one to check.
+    ("grpc.http2.max_pings_without_data", 0),
+    # Clients may ping too (their own keepalive), with or without calls, but at most every
+    # 30 s; a client pinging faster is sent GOAWAY after two strikes (gRPC's default), so
+    # pings cannot be a flood of their own.
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 30_000),
 ]
+
+
+def server_options(layers: ServerLayers) -> list[tuple[str, Any]]:
+    """_OPTIONS and the HTTP/2 stream limit per connection, which is configured with the
+    stream layer's limits it must exceed (ServerLayers.max_concurrent_streams)."""
+    return [*_OPTIONS, ("grpc.max_concurrent_streams", layers.max_concurrent_streams)]
 
 
 class PortInUse(OSError):
@@ -84,11 +115,14 @@ def build_chain(
        sees every call, refused ones included.
     4. Deadlines, before backpressure: a call refused for its deadline takes no slot and
        feeds the adaptive limit no sample.
-    5. Backpressure: refuses before any work is done.
-    6. Error mapping, around the servicer: every layer above sees a status code (not a
+    5. Backpressure: refuses a unary call before any work is done.
+    6. Streams, the same for streaming calls (each call meets one of the two): their own
+       limits per connection and per server, so idle watches never hold unary slots; its
+       idle timeout wraps the servicer, the one place that sees the stream's messages.
+    7. Error mapping, around the servicer: every layer above sees a status code (not a
        domain exception), and the stack of an unexpected error is logged inside the span.
        The layers above raise nothing but aborts, so nothing escapes it unmapped.
-    7. Auth, innermost: it verifies a token only once the layers above have admitted the
+    8. Auth, innermost: it verifies a token only once the layers above have admitted the
        call, and sets the caller for the servicer (the access log reads it at the end).
     """
     rpc_metrics = (
@@ -105,6 +139,7 @@ def build_chain(
         AccessLog(current_caller, _caller_id, ACCESS_LINES) if layers.access_log else None,
         Deadlines(layers.deadlines, rejected) if layers.deadlines else None,
         Backpressure(layers.backpressure, rejected) if layers.backpressure else None,
+        Streams(layers.streams, rejected) if layers.streams else None,
         ErrorMapping(STATUS_BY_ERROR),
         Auth(tokens.verify, current_caller, Unauthenticated),
     ]
@@ -154,22 +189,37 @@ async def start_server(
     host: str,
     port: int,
     layers: ServerLayers = DEFAULT_LAYERS,
+    tls: ServerTls | None = None,
 ) -> RunningServer:
-    server = chained_server(deps.tokens, layers, options=_OPTIONS)
+    """Serves `spec` on host:port (0: a free one), over TLS when `tls` is given (reflection
+    and health too: they share the port), in plaintext otherwise."""
+    server = chained_server(deps.tokens, layers, options=server_options(layers))
     spec.add_to_server(server, deps)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [spec.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
+    address = f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        if tls is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, tls.credentials())
     except RuntimeError:
         bound = 0
     if bound == 0:
         raise PortInUse(
             f"cannot listen on {host}:{port} for the {spec.name} service (port in use?); "
             f"set NOVA_{spec.name.upper()}_PORT to another port, or 0 for any free one"
+        )
+    if tls is None and not is_loopback(host):
+        # Tokens would cross the network readable by anyone on the path.
+        _log.warning(
+            "serving in plaintext beyond this machine; set NOVA_TLS_CERT_FILE and "
+            "NOVA_TLS_KEY_FILE",
+            service=spec.name,
+            address=f"{host}:{bound}",
         )
     await server.start()
     freeze_startup_heap()

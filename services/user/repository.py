@@ -199,6 +199,22 @@ class UserRepository:
         password_hash = values.pop("password_hash")
         return UserRecord(**values), password_hash
 
+    async def replace_password_hash(
+        self, *, tenant_id: uuid.UUID, user_id: uuid.UUID, old_hash: str, new_hash: str
+    ) -> bool:
+        """Stores `new_hash` where the user's hash is still `old_hash`; False when it
+        changed meanwhile (another log-in's rehash), which is kept."""
+        async with self._db.connection() as conn:
+            status = await conn.execute(
+                """UPDATE user_service.users SET password_hash = $4
+                    WHERE tenant_id = $1 AND id = $2 AND password_hash = $3""",
+                tenant_id,
+                user_id,
+                old_hash,
+                new_hash,
+            )
+        return status == "UPDATE 1"
+
     async def update_profile(
         self,
         *,

@@ -11,14 +11,19 @@ from services.user import events
 from services.user.passwords import Passwords
 from services.user.repository import SCHEMA, UserRepository
 from services.user.servicer import UserServicer
+from services.user.sign_in_limits import SignInLimits
 
 _SERVICE = user_pb2.DESCRIPTOR.services_by_name["UserService"]
 
 
 def _add_to_server(server: aio.Server, deps: Dependencies) -> None:
-    servicer = UserServicer(
-        UserRepository(deps.db), Passwords(deps.config.password_hash_profile), deps.tokens
+    sign_in = deps.config.sign_in
+    passwords = Passwords.for_profile(
+        deps.config.password_hash_profile,
+        concurrency=sign_in.hash_concurrency,
+        queue=sign_in.hash_queue,
     )
+    servicer = UserServicer(UserRepository(deps.db), passwords, deps.tokens, SignInLimits(sign_in))
     user_pb2_grpc.add_UserServiceServicer_to_server(validated(servicer, _SERVICE), server)
 
 

@@ -1,5 +1,6 @@
 """gRPC surface of nova.user.v1.UserService: validate, call the repository, build protos."""
 
+import logging
 import re
 import uuid
 import zoneinfo
@@ -11,7 +12,7 @@ from grpc import aio
 
 from nova.user.v1 import user_pb2, user_pb2_grpc
 from services.runtime.auth import Caller, TokenCodec, caller_or_none, current_tenant, require_caller
-from services.runtime.errors import InvalidArgument, Unauthenticated
+from services.runtime.errors import InvalidArgument, Refused, Unauthenticated
 from services.runtime.ids import new_id
 from services.runtime.pagination import paginate, read_page
 from services.runtime.validation import check_text, parse_id, parse_ids
@@ -22,6 +23,9 @@ from services.user.repository import (
     UserRecord,
     UserRepository,
 )
+from services.user.sign_in_limits import SignInLimits
+
+log = logging.getLogger("nova.user")
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -34,10 +38,17 @@ _LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
 
 
 class UserServicer(user_pb2_grpc.UserServiceServicer):
-    def __init__(self, repository: UserRepository, passwords: Passwords, tokens: TokenCodec):
+    def __init__(
+        self,
+        repository: UserRepository,
+        passwords: Passwords,
+        tokens: TokenCodec,
+        limits: SignInLimits,
+    ):
         self._users = repository
         self._passwords = passwords
         self._tokens = tokens
+        self._limits = limits
 
     async def CreateUser(
         self, request: user_pb2.CreateUserRequest, context: Context
@@ -53,6 +64,7 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         display_name = check_text(
             request.display_name or handle, "display_name", minimum=1, maximum=80
         )
+        self._limits.check_sign_up(context)
         user_id = new_id()
         user = await self._users.create_user(
             tenant_id=current_tenant(),
@@ -194,11 +206,14 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
             raise InvalidArgument("login (a handle or e-mail) and password are required")
         if len(login) > 254 or len(request.password) > 128:
             raise InvalidArgument("login or password is longer than any account can have")
+        self._limits.check_log_in(context, login)
         tenant_id = current_tenant()
         found = await self._users.find_credentials(tenant_id=tenant_id, login=login)
         user, password_hash = found if found else (None, None)
         if not await self._passwords.verify(password_hash, request.password) or user is None:
             raise Unauthenticated("wrong login or password")
+        if password_hash is not None and self._passwords.is_weaker(password_hash):
+            await self._rehash(tenant_id, user.id, password_hash, request.password)
         token, expires_at = self._tokens.issue(
             Caller(user_id=user.id, tenant_id=tenant_id, handle=user.handle)
         )
@@ -206,6 +221,21 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         expires.FromDatetime(expires_at)
         return user_pb2.AuthenticateResponse(
             access_token=token, expires_at=expires, user=_user_proto(user, viewer_id=user.id)
+        )
+
+    async def _rehash(
+        self, tenant_id: uuid.UUID, user_id: uuid.UUID, old_hash: str, password: str
+    ) -> None:
+        """Stores the password hashed with the current profile in place of a weaker hash:
+        the only moment the service holds the password to do it. Best effort: when the
+        hashing pool is full the log-in goes ahead and the next one tries again."""
+        try:
+            new_hash = await self._passwords.hash(password)
+        except Refused:
+            log.info("password of user %s not rehashed: hashing pool full", user_id)
+            return
+        await self._users.replace_password_hash(
+            tenant_id=tenant_id, user_id=user_id, old_hash=old_hash, new_hash=new_hash
         )
 
 
@@ -255,7 +285,9 @@ def _check_preferences(proto: user_pb2.Preferences, paths: list[str]) -> dict[st
         elif path == "time_zone":
             try:
                 zoneinfo.ZoneInfo(proto.time_zone)
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+                # OSError: a key naming a folder of the tz database ("America"), or too
+                # long a file name, which the tzdata package's reader raises as such.
                 raise InvalidArgument(
                     f"preferences.time_zone {proto.time_zone[:60]!r} is not an IANA time zone "
                     "like 'Europe/Lisbon'"

@@ -96,7 +96,7 @@ async def test_a_user_signs_up_posts_comments_likes_follows_and_deletes(
     other = await sign_up(prefix="gq")
 
     status, body = await client.post("mutation { logIn(login: $l, password: $p) { token } }")
-    assert status == 400
+    assert status == 200, "a GraphQL request error, answered 200 under application/json"
     assert code_of(body) == "GRAPHQL_VALIDATION_FAILED"
     _, logged_in = await client.post(
         'mutation($l: String!) { logIn(login: $l, password: "pw-12345678") { user { id } } }',
@@ -190,7 +190,7 @@ async def test_auth_failures(client: Client, sign_up: SignUp) -> None:
 
     before = client.counter.total
     status, malformed = await client.post(ME, headers={"authorization": "Token abc"})
-    assert (status, code_of(malformed)) == (400, "UNAUTHENTICATED")
+    assert (status, code_of(malformed)) == (200, "UNAUTHENTICATED")
     _, feed = await client.post("{ homeFeed { edges { cursor } } }")
     assert code_of(feed) == "UNAUTHENTICATED"
     assert client.counter.total == before, "rejected without calling a service"
@@ -278,7 +278,8 @@ async def test_a_get_request_cannot_run_a_mutation(client: Client) -> None:
     response = await client.http.get(
         "/graphql", params={"query": 'mutation { createPost(text: "x") { id } }'}
     )
-    assert response.status_code == 400
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
     assert code_of(response.json()) == "BAD_REQUEST"
 
 
@@ -300,7 +301,7 @@ async def test_safelist_mode_runs_only_the_listed_documents(
             "extensions": {"cost": {"requested": 1, "actual": 0, "maximum": 2000}},
         }
         status, refused = await locked.post("{ viewer { handle } }")
-        assert (status, code_of(refused)) == (400, "PERSISTED_QUERY_NOT_IN_LIST")
+        assert (status, code_of(refused)) == (200, "PERSISTED_QUERY_NOT_IN_LIST")
 
 
 LIMITED = [
@@ -328,7 +329,7 @@ async def test_each_limit_rejects_before_any_backend_call(
 ) -> None:
     before = client.counter.total
     status, body = await client.post(query, variables)
-    assert status == 400
+    assert status == 200
     [error] = body["errors"]
     assert error["extensions"]["code"] == "QUERY_LIMIT_EXCEEDED"
     assert error["extensions"]["limit"] == limit
@@ -340,7 +341,7 @@ async def test_bad_variables_are_bad_user_input(client: Client) -> None:
     status, body = await client.post(
         "query($n: Int!) { homeFeed(first: $n) { edges { cursor } } }", {"n": "many"}
     )
-    assert (status, code_of(body)) == (400, "BAD_USER_INPUT")
+    assert (status, code_of(body)) == (200, "BAD_USER_INPUT")
 
 
 async def test_a_repeated_query_is_served_from_the_document_cache(client: Client) -> None:
@@ -362,7 +363,7 @@ async def test_production_mode_has_no_introspection_and_no_graphiql(
     async for production in open_client(targets, GatewaySettings(production=True)):
         assert (await production.http.get("/graphql")).status_code == 405
         status, body = await production.post("{ __schema { queryType { name } } }")
-        assert status == 400
+        assert status == 200
         assert "introspection" in body["errors"][0]["message"]
         _, typename = await production.post("{ __typename }")
         assert typename["data"] == {"__typename": "Query"}

@@ -339,6 +339,8 @@ async def test_preferences_errors(users: UserServiceAsyncStub, sign_up: SignUp) 
     cases = [
         (user_pb2.Preferences(), ["colour"], "unknown fields colour"),
         (user_pb2.Preferences(time_zone="Mars/Olympus"), ["time_zone"], "IANA time zone"),
+        (user_pb2.Preferences(time_zone="America"), ["time_zone"], "IANA time zone"),
+        (user_pb2.Preferences(time_zone="a" * 300), ["time_zone"], "IANA time zone"),
         (user_pb2.Preferences(language="english!"), ["language"], "BCP 47"),
         (user_pb2.Preferences(interests=["x"] * 21), ["interests"], "at most 20"),
         (user_pb2.Preferences(interests=["y" * 41]), ["interests"], "at most 40"),

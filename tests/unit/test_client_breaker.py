@@ -12,7 +12,7 @@ from grpc import aio
 
 from interceptors.client.breaker import Breaker, BreakerSettings, CircuitOpen
 from interceptors.client.call import OutgoingCall
-from interceptors.context import PUSHBACK_KEY
+from interceptors.context import PUSHBACK_KEY, REFUSAL_CALLER, REFUSAL_KEY, REFUSAL_METHOD
 
 CALL = OutgoingCall("/test.Service/Get", b"", None, None, 5.0, (), idempotent=True)
 
@@ -109,3 +109,39 @@ async def test_the_probe_gets_the_probe_timeout_not_the_callers() -> None:
 
     await breaker(CALL, record)
     assert sent[0].timeout == BreakerSettings().probe_timeout_seconds
+
+
+@pytest.mark.parametrize("scope", [REFUSAL_CALLER, REFUSAL_METHOD])
+async def test_a_refusal_of_one_caller_or_one_method_never_counts_against_the_target(
+    scope: str,
+) -> None:
+    breaker = Breaker("users", BreakerSettings(failures=2))
+    marked = aio.AioRpcError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        aio.Metadata(),
+        aio.Metadata((PUSHBACK_KEY, "5000"), (REFUSAL_KEY, scope)),
+        "too many log-in attempts from your address; try again in 5 s",
+        None,
+    )
+
+    async def refuse(call: OutgoingCall) -> Any:
+        raise marked
+
+    for _ in range(50):
+        with pytest.raises(aio.AioRpcError) as refused:
+            await breaker(CALL, refuse)
+        assert refused.value is marked
+    assert breaker.state == pybreaker.STATE_CLOSED
+    assert await breaker(CALL, succeed) == "ok"
+
+    unmarked = aio.AioRpcError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, aio.Metadata(), aio.Metadata(), "overloaded", None
+    )
+
+    async def overloaded(call: OutgoingCall) -> Any:
+        raise unmarked
+
+    for _ in range(2):
+        with pytest.raises(aio.AioRpcError):
+            await breaker(CALL, overloaded)
+    assert breaker.state == pybreaker.STATE_OPEN, "the server's own overload still counts"
