@@ -247,8 +247,13 @@ class _Seeder:
             async with asyncio.TaskGroup() as group:
                 for _ in range(min(self._concurrency, len(items))):
                     group.create_task(worker())
-        except* SeedError as failed:
-            raise failed.exceptions[0] from None
+        except ExceptionGroup as failed:
+            # Not `except* SeedError`: an exception raised in an except* block leaves as an
+            # ExceptionGroup again, and several workers fail together against a dead server.
+            seed_errors = failed.subgroup(SeedError)
+            if seed_errors is None:
+                raise
+            raise _first_leaf(seed_errors) from None
         return [results[index] for index in range(len(items))]
 
     async def _rpc(self, what: str, call: Awaitable[R]) -> R:
@@ -381,3 +386,9 @@ def seed_command(
         )
     except SeedError as error:
         raise click.ClickException(str(error)) from None
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception of a (possibly nested) group."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
