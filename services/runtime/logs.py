@@ -20,13 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import logging
+import os
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import orjson
 import structlog
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from interceptors import context as rpc
@@ -112,26 +117,60 @@ FLUSH_SECONDS = 0.01
 """How long a line written on an event loop may wait to be written with the others."""
 
 
+MAX_BUFFER_BYTES = 8 * 1024 * 1024
+"""Bytes of lines waiting to be written, at most; past it new lines are dropped (and
+counted) until the reader catches up, so a stalled reader cannot fill the memory."""
+FLUSH_WAIT_SECONDS = 5.0
+"""How long flush() (an exit, a reader in this process) waits for a stalled reader."""
+
+
 class LineBuffer:
-    """Log lines on their way to a binary stream, written together at most every 10 ms.
+    """Log lines on their way to a binary stream, written together at most every 10 ms, by
+    a thread of their own.
 
     A line written on an event loop waits, with the others written after it, until a timer
-    of that loop fires FLUSH_SECONDS later, and one write and flush sends them all; written
-    elsewhere (no running loop: startup, shutdown, another thread), a line is written at
-    once, with any still waiting. One write per loop iteration was the first design: a
-    server's loop turns about once per call, so it was still one system call per access
-    line, and that cost 4-5 µs of server CPU per call (`./dev bench overhead`). A line
-    reaches the stream within 10 ms (a person tailing a log sees no delay, and a SIGKILL
-    loses at most 10 ms of lines); an orderly exit flushes what is left (atexit). One
-    buffer for structlog's lines and the standard library's, so they keep their order.
+    of that loop fires FLUSH_SECONDS later and hands them all to the writer thread as one
+    chunk, for one write and flush; written elsewhere (no running loop: startup, shutdown,
+    another thread), a line is handed over at once and waited for. One write per loop
+    iteration was the first design: a server's loop turns about once per call, so it was
+    still one system call per access line, and that cost 4-5 µs of server CPU per call
+    (`./dev bench overhead`). The write is the thread's, not the loop's: a reader that stops
+    reading (a stalled stderr pipe) stalls the thread, never the process's calls.
+
+    What waits is bounded by `max_bytes`; past it a line is dropped and counted
+    (`dropped_lines`, the metric nova.log.lines_dropped), as is a chunk the stream refused
+    (a closed pipe), and once a write succeeds again one line says how many were lost. A
+    line reaches the stream within 10 ms when its reader keeps up (a SIGKILL loses at most
+    that); an orderly exit flushes what is left (atexit). One buffer for structlog's lines
+    and the standard library's, so they keep their order.
     """
 
-    def __init__(self, stream: BinaryIO, flush_seconds: float = FLUSH_SECONDS) -> None:
+    dropped_in_process = 0
+    """Lines every buffer of this process dropped (the metric)."""
+
+    def __init__(
+        self,
+        stream: BinaryIO,
+        flush_seconds: float = FLUSH_SECONDS,
+        max_bytes: int = MAX_BUFFER_BYTES,
+    ) -> None:
         self._stream = stream
         self._flush_seconds = flush_seconds
+        self._max_bytes = max_bytes
         self._pending: list[bytes] = []
+        self._waiting_bytes = 0
+        """Of the lines pending and the chunks handed over but not yet written: approximate
+        by a line or two when threads write at once, which the bound can afford."""
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._writing = False
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._writer: threading.Thread | None = None
         self._scheduled_on: asyncio.AbstractEventLoop | None = None
+        self.dropped_lines = 0
+        self.dropped_bytes = 0
+        self._unreported = (0, 0)
+        """Dropped lines and bytes since the last summary line."""
         atexit.register(self.flush)
 
     def msg(self, line: bytes) -> None:
@@ -142,7 +181,11 @@ class LineBuffer:
 
     def write(self, data: bytes) -> None:
         # No lock here, the path of every line: list.append is atomic under the GIL, and
-        # _write_pending takes only the lines it counted, so one appended meanwhile stays.
+        # _hand_over takes only the lines it counted, so one appended meanwhile stays.
+        if self._waiting_bytes + len(data) > self._max_bytes:
+            self._drop(data.count(b"\n") or 1, len(data))
+            return
+        self._waiting_bytes += len(data)
         self._pending.append(data)
         try:
             loop = _running_loop()
@@ -153,24 +196,110 @@ class LineBuffer:
             with self._lock:
                 if self._scheduled_on is not loop:
                     if self._scheduled_on is not None:  # a loop that stopped before it flushed
-                        self._write_pending()
+                        self._hand_over()
                     self._scheduled_on = loop
-                    loop.call_later(self._flush_seconds, self.flush)
+                    loop.call_later(self._flush_seconds, self._on_timer)
 
     def flush(self) -> None:
+        """Hands over what is pending and waits (up to FLUSH_WAIT_SECONDS) until the
+        stream has it."""
         with self._lock:
             self._scheduled_on = None
-            self._write_pending()
+            self._hand_over()
+            self._changed.wait_for(
+                lambda: not self._chunks and not self._writing, timeout=FLUSH_WAIT_SECONDS
+            )
 
-    def _write_pending(self) -> None:
-        """Writes the lines waiting now; the caller holds the lock, so flushes never
-        interleave."""
+    def _on_timer(self) -> None:
+        """On the loop: hand the lines over, without waiting for the stream."""
+        with self._lock:
+            self._scheduled_on = None
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """The lines pending now, as one chunk for the writer; the caller holds the lock."""
         count = len(self._pending)
         if count:
-            data = b"".join(self._pending[:count])
+            self._chunks.append(b"".join(self._pending[:count]))
             del self._pending[:count]
-            self._stream.write(data)
-            self._stream.flush()
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_chunks, name="nova-log-writer", daemon=True
+                )
+                self._writer.start()
+            self._changed.notify_all()
+
+    def _write_chunks(self) -> None:
+        while True:
+            with self._lock:
+                self._changed.wait_for(lambda: bool(self._chunks))
+                chunk = self._chunks.popleft()
+                self._writing = True
+                lost = self._unreported
+                self._unreported = (0, 0)
+            summary = _dropped_line(*lost) if lost[0] else b""
+            try:
+                self._stream.write(chunk + summary)
+                self._stream.flush()
+            except (OSError, ValueError):  # a closed pipe or stream: these lines are lost
+                self._drop(chunk.count(b"\n"), len(chunk))
+                # the summary was not written either: report those lines with the next
+                self._unreported = (self._unreported[0] + lost[0], self._unreported[1] + lost[1])
+            with self._lock:
+                self._waiting_bytes -= len(chunk)
+                self._writing = False
+                self._changed.notify_all()
+
+    def _drop(self, lines: int, size: int) -> None:
+        LineBuffer.dropped_in_process += lines
+        self.dropped_lines += lines
+        self.dropped_bytes += size
+        self._unreported = (self._unreported[0] + lines, self._unreported[1] + size)
+
+    def _after_fork(self) -> None:
+        """A forked child has no writer thread, whatever its parent had."""
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._writer = None
+        self._writing = False
+
+
+def _dropped_line(lines: int, size: int) -> bytes:
+    return (
+        orjson.dumps(
+            {
+                "time": utc_timestamp(),
+                "level": "warning",
+                "logger": "nova.logs",
+                "event": "log lines dropped: the log's reader did not keep up",
+                "lines": lines,
+                "bytes": size,
+            }
+        )
+        + b"\n"
+    )
+
+
+def observe_dropped_lines(meter: metrics.Meter) -> None:
+    """nova.log.lines_dropped on `meter` (the scrape endpoint's): every buffer's drops."""
+
+    def observe(options: CallbackOptions) -> Iterator[Observation]:
+        yield Observation(LineBuffer.dropped_in_process)
+
+    meter.create_observable_counter(
+        "nova.log.lines_dropped",
+        callbacks=[observe],
+        unit="{line}",
+        description="Log lines dropped because the log's reader did not keep up, or refused them",
+    )
+
+
+def _reset_after_fork() -> None:
+    if _buffer is not None:
+        _buffer._after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class _TextTo:

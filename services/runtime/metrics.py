@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from interceptors.server.ids_only_tracer import IdsOnlyTracerProvider
 from interceptors.server.telemetry import CALL_DURATION
+from services.runtime.logs import observe_dropped_lines
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ def prometheus_endpoint(
         metric_readers=[PrometheusMetricReader(registry=registry)],
         resource=resource if resource is not None else Resource.create(),
     )
+    observe_dropped_lines(provider.get_meter("nova.logs"))
     server, thread = start_http_server(port, addr=host, registry=registry)
     try:
         yield MetricsEndpoint(port=server.server_port, meter_provider=provider)

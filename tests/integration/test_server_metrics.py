@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from interceptors.server.deadlines import DeadlineSettings
 from services.runtime.auth import TokenCodec
 from services.runtime.db import open_database
 from services.runtime.errors import ResourceExhausted
+from services.runtime.logs import LineBuffer
 from services.runtime.metrics import MetricsEndpoint, prometheus_endpoint
 from services.runtime.server import chained_server
 from services.runtime.server_layers import ServerLayers
@@ -172,3 +174,14 @@ async def test_an_exhausted_database_pool_is_counted(
             async with db.connection():
                 pass
     assert value(await scrape(endpoint), "nova_db_pool_exhausted_total") == 1
+
+
+async def test_log_lines_dropped_are_counted(endpoint: MetricsEndpoint) -> None:
+    before = value(await scrape(endpoint), "nova_log_lines_dropped_total") or 0
+    closed = io.BytesIO()
+    closed.close()
+    buffer = LineBuffer(closed)
+    buffer.msg(b"lost")
+    buffer.msg(b"lost too")
+    buffer.flush()
+    assert value(await scrape(endpoint), "nova_log_lines_dropped_total") == before + 2

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
+
+import orjson
 
 from services.runtime.logs import LineBuffer
 
@@ -87,3 +90,63 @@ async def test_lines_from_other_threads_during_flushes_are_each_written_once() -
     expected = on_loop + [b"t%d-%d" % (t, i) for t in range(3) for i in range(3000)]
     assert sorted(lines) == sorted(expected)
     assert [line for line in lines if line.startswith(b"loop-")] == on_loop
+
+
+class StalledStream(io.BytesIO):
+    """A reader that stops reading: every write waits until `resume` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resume = threading.Event()
+        self.entered = threading.Event()
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.entered.set()
+        assert self.resume.wait(10), "the test never resumed the reader"
+        return super().write(data)
+
+
+async def test_a_stalled_reader_does_not_stall_the_loop() -> None:
+    stream = StalledStream()
+    buffer = LineBuffer(stream, flush_seconds=0.001)
+    buffer.msg(b"first")
+    assert await asyncio.to_thread(stream.entered.wait, 5), "the writer never wrote"
+    for index in range(100):  # the writer is stuck in write(); the loop goes on
+        buffer.msg(b"%d" % index)
+        await asyncio.sleep(0.002)
+    assert stream.getvalue() == b""
+    stream.resume.set()
+    await asyncio.to_thread(buffer.flush)
+    assert stream.getvalue().splitlines() == [b"first", *(b"%d" % i for i in range(100))]
+    assert buffer.dropped_lines == 0
+
+
+async def test_past_its_bytes_the_buffer_drops_lines_counts_them_and_says_so() -> None:
+    stream = StalledStream()
+    buffer = LineBuffer(stream, flush_seconds=0.001, max_bytes=1000)
+    line = b"x" * 99  # 100 bytes with its newline
+    buffer.msg(line)
+    assert await asyncio.to_thread(stream.entered.wait, 5)
+    for _ in range(15):
+        buffer.msg(line)
+    # 10 lines of 100 bytes fit (the one being written among them); 6 are dropped
+    assert (buffer.dropped_lines, buffer.dropped_bytes) == (6, 600)
+    stream.resume.set()
+    await asyncio.to_thread(buffer.flush)
+    buffer.msg(b"after")
+    await asyncio.to_thread(buffer.flush)
+    lines = stream.getvalue().splitlines()
+    assert lines[:10] == [line] * 10
+    summary = orjson.loads(lines[10])
+    assert summary["event"].startswith("log lines dropped")
+    assert (summary["level"], summary["lines"], summary["bytes"]) == ("warning", 6, 600)
+    assert lines[11:] == [b"after"]
+
+
+def test_lines_a_closed_stream_refuses_are_counted_and_nothing_raises() -> None:
+    stream = io.BytesIO()
+    stream.close()
+    buffer = LineBuffer(stream)
+    buffer.msg(b"lost")
+    buffer.msg(b"lost too")
+    assert buffer.dropped_lines == 2
