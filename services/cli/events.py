@@ -24,7 +24,11 @@ from services.cli.common import load_config, run
 from services.registry import REGISTRY
 from services.runtime.config import Config
 from services.runtime.errors import NovaError
-from services.runtime.events.dead_letters import list_dead_letters, replay_dead_letters
+from services.runtime.events.dead_letters import (
+    DeadLetter,
+    list_dead_letters,
+    replay_dead_letters,
+)
 from services.runtime.events.transports import open_transport
 from services.runtime.events.workers import (
     WorkerFactory,
@@ -128,13 +132,14 @@ def dlq(ctx: click.Context, group: str | None, include_replayed: bool, limit: in
         if not letters:
             click.echo("no dead letters" + (f" for group {group!r}" if group else ""))
             return
-        table = Table("id", "group", "event", "type", "attempts", "failed at", "error")
+        table = Table("id", "group", "event", "type", "at", "attempts", "failed at", "error")
         for letter in letters:
             table.add_row(
                 str(letter.id),
                 letter.group,
-                str(letter.event_id),
+                _raw(letter.envelope) if letter.undecodable else str(letter.event_id),
                 letter.event_type,
+                _position(letter),
                 str(letter.attempts),
                 letter.failed_at.isoformat(timespec="seconds"),
                 letter.error,
@@ -262,6 +267,24 @@ def _parse_since(value: str) -> datetime | None:
             param_hint="--from",
         ) from None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _position(letter: DeadLetter) -> str:
+    """Where the dead letter was in the log: topic[partition]@offset (the log's seq)."""
+    if letter.position is None:
+        return letter.topic
+    return f"{letter.topic}[{letter.partition}]@{letter.position}"
+
+
+_RAW_SHOWN = 12
+"""Bytes of an undecodable record shown in the listing (all are kept in the table)."""
+
+
+def _raw(data: bytes) -> str:
+    """What stands in the event column for a record that was not an event (it has no
+    event id): its size and first bytes in hex, enough to tell whose it was."""
+    more = "…" if len(data) > _RAW_SHOWN else ""
+    return f"{len(data)} bytes {data[:_RAW_SHOWN].hex()}{more}"
 
 
 def _console() -> Console:

@@ -10,7 +10,10 @@ effects.py's part.
 
 A handler that raises is retried `max_attempts` times with a doubling backoff; then the
 event goes to nova_events.dead_letters (dead_letters.py lists and replays them) and the
-consumer moves on, so one poison event does not stop its group. Infrastructure errors
+consumer moves on, so one poison event does not stop its group. A record that is not an
+event at all (a Kafka tombstone, another producer's message, corrupt bytes in the log)
+goes to the dead letters at once, with its raw bytes, position and why, and the consumer
+moves past it the same way. Infrastructure errors
 (the database or Redis unreachable) are not the event's fault: they abort the batch
 without dead-lettering, and the consumer resubscribes after a backoff and re-reads from
 its committed position (the events already done in that batch are then duplicates).
@@ -233,6 +236,8 @@ class Consumer:
         index = start
         async with self.db.transaction() as conn:
             for index in range(start, len(deliveries)):
+                if deliveries[index].undecodable is not None:
+                    break
                 event = deliveries[index].event
                 route = self._routes.get(event.event_type) or self._routes.get(ANY_EVENT)
                 if route is None:
@@ -288,6 +293,11 @@ class Consumer:
         """One delivery with retries, then the dead letters; `first_failure` is how its
         first attempt (made in a batch's transaction) failed."""
         event = delivery.event
+        if delivery.undecodable is not None:
+            # No handler can run on it, and retrying cannot help: straight to the dead
+            # letters (every group that reads it records its own), then move past it.
+            await self._dead_letter(delivery, f"undecodable record: {delivery.undecodable}", 0)
+            return
         route = self._routes.get(event.event_type) or self._routes.get(ANY_EVENT)
         if route is None:
             self.stats.skipped += 1
@@ -349,9 +359,9 @@ class Consumer:
             lambda pipe: handler(pipe, event, envelope),
         )
 
-    async def _dead_letter(self, delivery: Delivery, error: Exception, attempts: int) -> None:
+    async def _dead_letter(self, delivery: Delivery, error: Exception | str, attempts: int) -> None:
         event = delivery.event
-        text = describe(error)
+        text = error if isinstance(error, str) else describe(error)
         async with self.db.connection() as conn:
             dead_letter_id = await record_dead_letter(
                 conn, group=self.group, delivery=delivery, error=text, attempts=attempts

@@ -6,6 +6,10 @@ the event again: the groups that processed it find it in processed_events and dr
 duplicate, while the group that failed never recorded it (its effect rolled back with each
 failed attempt) and processes it now, with the handler fixed. The entry is then marked
 replayed_at; an event that fails again gets a new entry.
+
+A record that was not an event (`undecodable` says why; `envelope` holds its raw bytes)
+cannot be replayed: replaying it by id is refused with InvalidArgument, and replaying a
+whole group leaves it listed. It is there to be looked at, and to fix its producer.
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ import asyncpg
 
 from services.runtime.db import Database
 from services.runtime.errors import InvalidArgument, NotFound
-from services.runtime.events.model import Delivery, Event, Publisher
+from services.runtime.events.model import Delivery, Event, Publisher, UndecodableRecord
 
-_COLUMNS = """id, group_name, event_id, event_type, topic, envelope, error, attempts,
-              failed_at, replayed_at"""
+_COLUMNS = """id, group_name, event_id, event_type, topic, partition, position, undecodable,
+              envelope, error, attempts, failed_at, replayed_at"""
 
 
 @dataclass(frozen=True)
@@ -40,9 +44,18 @@ class DeadLetter:
     failed_at: datetime
     replayed_at: datetime | None
     envelope: bytes = field(repr=False)
+    """The stored envelope, or an undecodable record's raw bytes (empty for a tombstone)."""
+    partition: int | None = None
+    position: int | None = None
+    """Where it was in the log (None for entries older than migration 0003)."""
+    undecodable: str | None = None
+    """Why the record was not an event; such a letter cannot be replayed."""
 
     @property
     def event(self) -> Event:
+        """The event to republish; raises UndecodableRecord for an undecodable letter."""
+        if self.undecodable is not None:
+            raise UndecodableRecord(self.undecodable)
         return Event.from_envelope(self.envelope)
 
 
@@ -54,11 +67,14 @@ async def record_dead_letter(
     event = delivery.event
     dead_letter_id: int = await conn.fetchval(
         """INSERT INTO nova_events.dead_letters
-               (group_name, event_id, event_type, topic, envelope, error, attempts)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)
+               (group_name, event_id, event_type, topic, envelope, error, attempts,
+                partition, position, undecodable)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
            ON CONFLICT (group_name, event_id) WHERE replayed_at IS NULL
            DO UPDATE SET error = EXCLUDED.error,
                          attempts = dead_letters.attempts + EXCLUDED.attempts,
+                         partition = EXCLUDED.partition,
+                         position = EXCLUDED.position,
                          failed_at = now()
            RETURNING id""",
         group,
@@ -68,6 +84,9 @@ async def record_dead_letter(
         event.envelope,
         error,
         attempts,
+        delivery.partition,
+        delivery.offset,
+        delivery.undecodable,
     )
     return dead_letter_id
 
@@ -128,10 +147,19 @@ async def replay_dead_letters(
                     f"dead letter {', '.join(replayed)} was already replayed; its event was "
                     "delivered again then (a new failure has a new id)"
                 )
+            undecodable = [
+                f"{row['id']} ({row['undecodable']})" for row in rows if row["undecodable"]
+            ]
+            if undecodable:
+                raise InvalidArgument(
+                    f"dead letter {', '.join(undecodable)} is not an event and cannot be "
+                    "replayed; fix the producer that wrote it (its raw bytes are kept)"
+                )
         else:
             rows = await conn.fetch(
                 f"""SELECT {_COLUMNS} FROM nova_events.dead_letters
-                     WHERE group_name = $1 AND replayed_at IS NULL ORDER BY id FOR UPDATE""",
+                     WHERE group_name = $1 AND replayed_at IS NULL AND undecodable IS NULL
+                     ORDER BY id FOR UPDATE""",
                 group,
             )
         letters = [_dead_letter(row) for row in rows]
@@ -156,4 +184,7 @@ def _dead_letter(row: asyncpg.Record) -> DeadLetter:
         failed_at=row["failed_at"],
         replayed_at=row["replayed_at"],
         envelope=row["envelope"],
+        partition=row["partition"],
+        position=row["position"],
+        undecodable=row["undecodable"],
     )

@@ -256,12 +256,7 @@ class KafkaSubscription:
             timeout_ms=int(timeout_seconds * 1000), max_records=max_events
         )
         return [
-            Delivery(
-                event=Event.from_envelope(record.value),
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-            )
+            Delivery.of_record(record.value, record.topic, record.partition, record.offset)
             for records in batches.values()
             for record in records
         ]

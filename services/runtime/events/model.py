@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from google.protobuf.message import DecodeError
+
 from nova.events.v1 import events_pb2
+
+UNDECODABLE = "(undecodable)"
+"""The event type of a record that is not an event envelope (see `Delivery.undecodable`)."""
 
 
 def topic_for(aggregate_type: str) -> str:
@@ -62,18 +67,43 @@ class Event:
 
     @staticmethod
     def from_envelope(data: bytes) -> Event:
-        """The event a serialized envelope carries (what a consumer receives)."""
+        """The event a serialized envelope carries (what a consumer receives). Raises
+        UndecodableRecord, saying why, for bytes that are not a whole envelope."""
         envelope = events_pb2.EventEnvelope()
-        envelope.ParseFromString(data)
+        try:
+            envelope.ParseFromString(data)
+        except DecodeError as error:
+            raise UndecodableRecord(f"not a protobuf EventEnvelope: {error}") from None
+        # Protobuf parses many byte strings (unknown fields are kept), so check what
+        # routing needs: an envelope without these fields is someone else's message.
+        missing = [
+            name
+            for name in ("event_id", "event_type", "aggregate_type", "tenant_id")
+            if not getattr(envelope, name)
+        ]
+        if missing or not envelope.HasField("payload"):
+            raise UndecodableRecord("not an EventEnvelope: no " + ", ".join(missing or ["payload"]))
+        try:
+            event_id = uuid.UUID(envelope.event_id)
+            tenant_id = uuid.UUID(envelope.tenant_id)
+        except ValueError:
+            raise UndecodableRecord(
+                f"not an EventEnvelope: event_id {envelope.event_id[:40]!r} or tenant_id "
+                f"{envelope.tenant_id[:40]!r} is not a UUID"
+            ) from None
         return Event(
-            event_id=uuid.UUID(envelope.event_id),
+            event_id=event_id,
             event_type=envelope.event_type,
             aggregate_type=envelope.aggregate_type,
             aggregate_id=envelope.aggregate_id,
-            tenant_id=uuid.UUID(envelope.tenant_id),
+            tenant_id=tenant_id,
             occurred_at=envelope.occurred_at.ToDatetime(tzinfo=UTC),
             envelope=data,
         )
+
+
+class UndecodableRecord(ValueError):
+    """A record in the log that is not an event envelope; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +116,32 @@ class Delivery:
     """Always 0 on the PostgreSQL log, which has one ordered sequence."""
     offset: int
     """The position in the partition (the log's sequence number, or Kafka's offset)."""
+    undecodable: str | None = None
+    """Why the record is not an event (then `event` is a stand-in from `undecodable`)."""
+
+    @staticmethod
+    def of_record(raw: bytes | None, topic: str, partition: int, offset: int) -> Delivery:
+        """The delivery of one stored record. A record that is not an envelope (a Kafka
+        tombstone, another producer's message, corrupt bytes) becomes an undecodable
+        delivery rather than an error, so the consumer can dead-letter it and go on."""
+        if raw is None:
+            reason = "a tombstone: the record has no value"
+        else:
+            try:
+                return Delivery(Event.from_envelope(raw), topic, partition, offset)
+            except UndecodableRecord as error:
+                reason = str(error)
+        stand_in = Event(
+            # The same record gives the same id: redelivered, it updates its dead letter.
+            event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"nova-record:{topic}/{partition}/{offset}"),
+            event_type=UNDECODABLE,
+            aggregate_type="",
+            aggregate_id="",
+            tenant_id=uuid.UUID(int=0),
+            occurred_at=datetime.fromtimestamp(0, UTC),
+            envelope=raw or b"",
+        )
+        return Delivery(stand_in, topic, partition, offset, undecodable=reason)
 
 
 class Publisher(Protocol):

@@ -194,13 +194,7 @@ class PostgresSubscription:
             _READ, topics, [self.positions[topic] for topic in topics], max_events
         )
         deliveries = [
-            Delivery(
-                event=Event.from_envelope(row["envelope"]),
-                topic=row["topic"],
-                partition=0,
-                offset=row["seq"],
-            )
-            for row in rows
+            Delivery.of_record(row["envelope"], row["topic"], 0, row["seq"]) for row in rows
         ]
         for delivery in deliveries:
             self.positions[delivery.topic] = max(self.positions[delivery.topic], delivery.offset)
