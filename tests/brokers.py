@@ -15,9 +15,53 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
+
+from services.runtime.events.kafka import KafkaTransport
+from services.runtime.events.settings import EventSettings
+
+SINGLE_NODE_KAFKA_ENV = {
+    "NOVA_KAFKA_REPLICATION_FACTOR": "1",
+    "NOVA_KAFKA_MIN_INSYNC_REPLICAS": "1",
+    "NOVA_KAFKA_IDEMPOTENT": "false",
+}
+"""What a Nova process needs against the test broker: one node, so one replica; and Tansu
+answers InitProducerId with an error, so no idempotent producer (checked by
+tests/integration/test_kafka_settings.py, which fails once Tansu supports it)."""
+
+
+def single_node_transport(
+    bootstrap: str,
+    *,
+    partitions: int = 3,
+    session_timeout_ms: int = 6_000,
+    heartbeat_interval_ms: int = 1_500,
+) -> KafkaTransport:
+    """A KafkaTransport for the test broker: one replica, no idempotent producer."""
+    return KafkaTransport(
+        bootstrap,
+        partitions=partitions,
+        replication_factor=1,
+        min_insync_replicas=1,
+        idempotent=False,
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=heartbeat_interval_ms,
+    )
+
+
+def single_node_settings(settings: EventSettings, bootstrap: str) -> EventSettings:
+    """`settings` pointed at the test broker `bootstrap`, with its limits."""
+    return replace(
+        settings,
+        kafka_bootstrap=bootstrap,
+        kafka_replication_factor=1,
+        kafka_min_insync_replicas=1,
+        kafka_idempotent=False,
+    )
+
 
 _START_TIMEOUT_SECONDS = 20.0
 _STOP_TIMEOUT_SECONDS = 5.0

@@ -17,9 +17,16 @@ from services.cli.events import event_workers
 from services.cli.gateway import gateway_targets, load_gateway_settings
 from services.registry import REGISTRY
 from services.runtime.config import Config
+from services.runtime.db import Database
 from services.runtime.events.workers import running_events
 from services.runtime.metrics import process_telemetry
-from services.runtime.process import migrate_services, open_dependencies, serve
+from services.runtime.process import (
+    database_url,
+    migrate_services,
+    open_dependencies,
+    open_event_database,
+    serve,
+)
 from services.runtime.spec import Dependencies, Registry
 
 
@@ -55,6 +62,8 @@ class Running:
     gateway: RunningGateway | None = None
     deps: Dependencies | None = None
     """The services' database and tokens, when any service runs."""
+    events_db: Database | None = None
+    """The event workers' own pool (NOVA_EVENTS_DB_POOL_SIZE), when they run."""
 
 
 @asynccontextmanager
@@ -84,8 +93,9 @@ async def running(
             lines.append(f"metrics: http://{config.bind_host}:{scrape_port}/metrics")
         addresses = dict(config.addresses)
         if specs:
+            dsn = await stack.enter_async_context(database_url(config))
             deps = started.deps = await stack.enter_async_context(
-                open_dependencies(config, development=development)
+                open_dependencies(config, development=development, dsn=dsn)
             )
             consumers = list(registry.consumers.values()) if events else []
             await migrate_services(deps.db, specs, consumers)
@@ -104,8 +114,12 @@ async def running(
                 workers = event_workers(
                     config, registry, relay=True, groups=[c.group for c in consumers]
                 )
+                # Their own pool: a busy relay must not take the connections RPCs wait for.
+                events_db = started.events_db = await stack.enter_async_context(
+                    open_event_database(config, dsn)
+                )
                 worked = await stack.enter_async_context(
-                    running_events(deps.db, config.events, workers)
+                    running_events(events_db, config.events, workers)
                 )
                 lines.append(
                     f"{'events':<15} {worked.transport.name + ' transport':<40} "

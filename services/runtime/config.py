@@ -49,6 +49,9 @@ class Config:
     """Rate limits of log-in and sign-up, trusted proxies, the password hashing pool."""
     db_pool_size: int
     db_acquire_timeout_ms: int
+    events_db_pool_size: int
+    """Connections of the event machinery's own pool (relay, its LISTEN, log subscriptions,
+    consumers) when `nova up` runs it beside the services: a busy relay cannot starve RPCs."""
     shutdown_grace_seconds: float
     drain_delay_seconds: float
     """How long servers answer health NOT_SERVING, still serving, before they stop taking
@@ -100,6 +103,7 @@ class Config:
             sign_in=sign_in_settings(read),
             db_pool_size=read.number("NOVA_DB_POOL_SIZE", 10, 1, 1000),
             db_acquire_timeout_ms=read.number("NOVA_DB_ACQUIRE_TIMEOUT_MS", 1000, 1, 60_000),
+            events_db_pool_size=read.number("NOVA_EVENTS_DB_POOL_SIZE", 4, 3, 100),
             shutdown_grace_seconds=read.number("NOVA_SHUTDOWN_GRACE_SECONDS", 5, 0, 300),
             drain_delay_seconds=read.number("NOVA_DRAIN_DELAY_SECONDS", 0, 0, 300),
             log_level=read.choice(

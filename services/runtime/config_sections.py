@@ -19,7 +19,7 @@ from interceptors.server.streams import StreamSettings
 from services.runtime.auth import MAX_PREVIOUS_SECRETS, MIN_KEY_LENGTH
 from services.runtime.client_address import parse_networks
 from services.runtime.env import ConfigError, EnvReader
-from services.runtime.events.settings import EventSettings
+from services.runtime.events.settings import SASL_MECHANISMS, EventSettings, KafkaAccess
 from services.runtime.rate_limit import Rate
 from services.runtime.server_layers import ServerLayers
 from services.runtime.sign_in import SignInSettings, default_hash_concurrency
@@ -117,13 +117,57 @@ def event_settings(read: EnvReader) -> EventSettings:
         host.rpartition(":")[2].isdigit() for host in bootstrap.split(",")
     ):
         raise ConfigError(f"NOVA_KAFKA_BOOTSTRAP must be host:port[,host:port…]; got {bootstrap!r}")
+    replication = read.number("NOVA_KAFKA_REPLICATION_FACTOR", 3, 1, 100)
     return EventSettings(
         kafka_bootstrap=bootstrap,
         kafka_partitions=read.number("NOVA_KAFKA_PARTITIONS", 3, 1, 1000),
+        kafka_replication_factor=replication,
+        kafka_min_insync_replicas=read.number(
+            "NOVA_KAFKA_MIN_INSYNC_REPLICAS", max(1, replication - 1), 1, replication
+        ),
+        kafka_idempotent=read.flag("NOVA_KAFKA_IDEMPOTENT", True),
+        kafka_retention_seconds=read.number("NOVA_KAFKA_RETENTION_HOURS", 168, 1, 100_000) * 3600,
+        kafka_access=_kafka_access(read),
         relay_batch_size=read.number("NOVA_RELAY_BATCH_SIZE", 500, 1, 100_000),
         relay_poll_seconds=read.seconds_from_ms("NOVA_RELAY_POLL_MS", 1000, 10, 600_000),
         outbox_retention_seconds=read.number("NOVA_OUTBOX_RETENTION_HOURS", 168, 0, 100_000) * 3600,
         event_retention_seconds=read.number("NOVA_EVENT_RETENTION_HOURS", 168, 1, 100_000) * 3600,
+    )
+
+
+def _kafka_access(read: EnvReader) -> KafkaAccess:
+    """TLS files must exist and a certificate needs its key; SASL needs a mechanism, a user
+    and a password together, so a half-set pair fails at start, not at the first send."""
+    files = {
+        name: read.existing_file(f"NOVA_KAFKA_TLS_{name}_FILE") for name in ("CA", "CERT", "KEY")
+    }
+    if (files["CERT"] is None) != (files["KEY"] is None):
+        raise ConfigError(
+            "NOVA_KAFKA_TLS_CERT_FILE and NOVA_KAFKA_TLS_KEY_FILE go together: set both "
+            "(mutual TLS) or neither"
+        )
+    mechanism = read.optional("NOVA_KAFKA_SASL_MECHANISM")
+    if mechanism is not None:
+        mechanism = read.choice("NOVA_KAFKA_SASL_MECHANISM", "", SASL_MECHANISMS, upper=True)
+    username = read.optional("NOVA_KAFKA_SASL_USERNAME")
+    password = read.optional("NOVA_KAFKA_SASL_PASSWORD")
+    if mechanism is None and (username is not None or password is not None):
+        raise ConfigError(
+            "NOVA_KAFKA_SASL_USERNAME/_PASSWORD are set but NOVA_KAFKA_SASL_MECHANISM is not; "
+            f"set it to one of {', '.join(SASL_MECHANISMS)}"
+        )
+    if mechanism is not None and (username is None or password is None):
+        raise ConfigError(
+            f"NOVA_KAFKA_SASL_MECHANISM={mechanism} needs both NOVA_KAFKA_SASL_USERNAME and "
+            "NOVA_KAFKA_SASL_PASSWORD"
+        )
+    return KafkaAccess(
+        tls_ca_file=None if files["CA"] is None else str(files["CA"]),
+        tls_cert_file=None if files["CERT"] is None else str(files["CERT"]),
+        tls_key_file=None if files["KEY"] is None else str(files["KEY"]),
+        sasl_mechanism=mechanism,
+        sasl_username=username,
+        sasl_password=password,
     )
 
 

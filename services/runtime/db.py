@@ -49,9 +49,15 @@ class Database:
 
 @asynccontextmanager
 async def open_database(
-    dsn: str, *, size: int, acquire_timeout_ms: int, meter: metrics.Meter | None = None
+    dsn: str,
+    *,
+    size: int,
+    acquire_timeout_ms: int,
+    meter: metrics.Meter | None = None,
+    application_name: str = "nova",
 ) -> AsyncIterator[Database]:
-    """The pool; its metrics go to `meter`, by default the process's (services.runtime.metrics)."""
+    """The pool; its metrics go to `meter`, by default the process's (services.runtime.metrics).
+    `application_name` shows in pg_stat_activity, which pool a connection belongs to."""
     meter = meter if meter is not None else metrics.get_meter("nova.db")
     exhausted = meter.create_counter(
         "nova.db.pool.exhausted",
@@ -63,7 +69,7 @@ async def open_database(
         min_size=min(2, size),
         max_size=size,
         command_timeout=30,
-        server_settings={"application_name": "nova"},
+        server_settings={"application_name": application_name},
     )
     try:
         yield Database(pool=pool, acquire_timeout_s=acquire_timeout_ms / 1000, exhausted=exhausted)

@@ -2,7 +2,7 @@
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 
 from services.runtime.auth import MIN_KEY_LENGTH, TokenCodec, development_secret
@@ -14,6 +14,9 @@ from services.runtime.events.outbox import migrate_outbox
 from services.runtime.migrations import migrate
 from services.runtime.server import RunningServer, start_server
 from services.runtime.spec import ConsumerSpec, Dependencies, ServiceSpec
+
+EVENTS_APPLICATION_NAME = "nova-events"
+"""The event pool's connections' application_name, to tell them apart in pg_stat_activity."""
 
 
 def signing_key(config: Config, *, development: bool) -> str:
@@ -33,16 +36,38 @@ def signing_key(config: Config, *, development: bool) -> str:
 
 
 @asynccontextmanager
+async def database_url(config: Config) -> AsyncIterator[str]:
+    """NOVA_DATABASE_URL, or else an embedded PostgreSQL's for as long as the block runs:
+    the one DSN every pool of the process connects to."""
+    if config.database_url is not None:
+        yield config.database_url
+    else:
+        async with embedded_postgres(config.data_dir) as dsn:
+            yield dsn
+
+
+def open_event_database(config: Config, dsn: str) -> AbstractAsyncContextManager[Database]:
+    """The event machinery's own pool (NOVA_EVENTS_DB_POOL_SIZE) for a process that also
+    serves RPCs: the relay's LISTEN and each log subscription pin a connection for good,
+    and a busy relay would otherwise take the connections RPCs wait for."""
+    return open_database(
+        dsn,
+        size=config.events_db_pool_size,
+        acquire_timeout_ms=config.db_acquire_timeout_ms,
+        application_name=EVENTS_APPLICATION_NAME,
+    )
+
+
+@asynccontextmanager
 async def open_dependencies(
-    config: Config, *, development: bool = True
+    config: Config, *, development: bool = True, dsn: str | None = None
 ) -> AsyncIterator[Dependencies]:
-    """The database (embedded unless NOVA_DATABASE_URL) and the token codec (see
-    signing_key: `development` allows a key of the data folder's)."""
+    """The database (`dsn`, else embedded unless NOVA_DATABASE_URL) and the token codec
+    (see signing_key: `development` allows a key of the data folder's)."""
     secret = signing_key(config, development=development)
     async with AsyncExitStack() as stack:
-        dsn = config.database_url
         if dsn is None:
-            dsn = await stack.enter_async_context(embedded_postgres(config.data_dir))
+            dsn = await stack.enter_async_context(database_url(config))
         db = await stack.enter_async_context(
             open_database(
                 dsn, size=config.db_pool_size, acquire_timeout_ms=config.db_acquire_timeout_ms

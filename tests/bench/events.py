@@ -45,7 +45,7 @@ from services.runtime.events.transports import open_transport
 from services.runtime.ids import DEFAULT_TENANT_ID
 from services.runtime.process import migrate_services, open_dependencies
 from tests.bench.harness import BenchError, console, run
-from tests.brokers import BrokerStartError, tansu_broker
+from tests.brokers import BrokerStartError, single_node_settings, tansu_broker
 
 _SCHEMA = "bench_events"
 _WRITERS = 8
@@ -105,7 +105,7 @@ async def _transport_settings(
     else:
         try:
             async with tansu_broker() as bootstrap:
-                yield replace(configured, kafka_bootstrap=bootstrap)
+                yield single_node_settings(configured, bootstrap)
         except BrokerStartError as error:
             raise BenchError(str(error)) from None
 

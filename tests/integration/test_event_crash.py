@@ -33,6 +33,7 @@ from services.runtime.events.settings import EventSettings
 from services.runtime.events.transports import open_transport
 from services.runtime.process import migrate_services
 from services.user.repository import UserRepository
+from tests.brokers import SINGLE_NODE_KAFKA_ENV
 from tests.conftest import fresh_database
 
 NOVA = str(Path(sys.executable).parent / "nova")
@@ -220,6 +221,7 @@ async def _crash_test(crash_database: str, tmp_path: Path, *, kafka: str | None)
     }
     if kafka is not None:
         env["NOVA_KAFKA_BOOTSTRAP"] = kafka
+        env |= SINGLE_NODE_KAFKA_ENV
     async with open_database(crash_database, size=12, acquire_timeout_ms=10_000) as db:
         await migrate_services(db, REGISTRY.services.values(), REGISTRY.consumers.values())
         workers = [

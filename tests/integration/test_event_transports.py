@@ -38,7 +38,7 @@ from services.runtime.events.settings import EventSettings
 from services.runtime.events.transports import KafkaUnavailableError, open_transport
 from services.runtime.ids import DEFAULT_TENANT_ID
 from services.runtime.spec import Dependencies
-from tests.brokers import free_port
+from tests.brokers import free_port, single_node_settings, single_node_transport
 
 POST_TOPIC = topic_for("post")
 
@@ -52,7 +52,7 @@ the session timeout."""
 @pytest.fixture(scope="module")
 async def kafka(kafka_bootstrap: str) -> AsyncIterator[KafkaTransport]:
     timeouts = {} if EXTERNAL_KAFKA else {"session_timeout_ms": 1000, "heartbeat_interval_ms": 100}
-    async with KafkaTransport(kafka_bootstrap, **timeouts) as transport:
+    async with single_node_transport(kafka_bootstrap, **timeouts) as transport:
         yield transport
 
 
@@ -245,8 +245,10 @@ async def test_kafka_a_first_member_that_stopped_does_not_hold_up_the_next_join(
     # LeaveGroup; without the transport's own, the restart waits out the old session.
     session_ms = 6000 if EXTERNAL_KAFKA else 4000
     events = _likes(1)
-    async with KafkaTransport(
-        kafka_bootstrap, session_timeout_ms=session_ms, heartbeat_interval_ms=session_ms // 4
+    async with single_node_transport(
+        kafka_bootstrap,
+        session_timeout_ms=session_ms,
+        heartbeat_interval_ms=session_ms // 4,
     ) as kafka:
         await _publish(kafka, events)
         group = _group("leave")
@@ -340,7 +342,7 @@ async def test_open_transport_picks_kafka_when_configured_and_postgres_otherwise
 ) -> None:
     async with open_transport(deps.db, EventSettings()) as transport:
         assert transport.name == "postgres"
-    settings = EventSettings(kafka_bootstrap=kafka_bootstrap, kafka_partitions=2)
+    settings = single_node_settings(EventSettings(kafka_partitions=2), kafka_bootstrap)
     async with open_transport(deps.db, settings) as transport:
         assert transport.name == "kafka"
         # NOVA_KAFKA_PARTITIONS reaches the topics the transport creates.

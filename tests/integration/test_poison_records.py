@@ -34,6 +34,7 @@ from services.runtime.events.kafka import KafkaTransport
 from services.runtime.events.model import UNDECODABLE, Event, Transport, UndecodableRecord
 from services.runtime.events.pglog import PostgresLog
 from services.runtime.spec import Dependencies
+from tests.brokers import single_node_transport
 from tests.integration.test_event_transports import EXTERNAL_KAFKA
 
 NOVA = str(Path(sys.executable).parent / "nova")
@@ -62,7 +63,7 @@ async def effects(deps: Dependencies) -> AsyncIterator[Database]:
 @pytest.fixture(scope="module")
 async def kafka(kafka_bootstrap: str) -> AsyncIterator[KafkaTransport]:
     timeouts = {} if EXTERNAL_KAFKA else {"session_timeout_ms": 1000, "heartbeat_interval_ms": 100}
-    async with KafkaTransport(kafka_bootstrap, partitions=1, **timeouts) as transport:
+    async with single_node_transport(kafka_bootstrap, partitions=1, **timeouts) as transport:
         yield transport
 
 

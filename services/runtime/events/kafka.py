@@ -3,10 +3,18 @@
 Events are keyed by aggregate id, so one aggregate's events land on one partition in the
 order they were sent (aiokafka keeps one request in flight per partition, so a retry
 cannot reorder them). `publish` waits for every send's acknowledgement (acks=all) before
-it returns: the relay marks outbox rows sent only once the broker has them. The producer
-is not idempotent (the Tansu broker used in tests and benchmarks refuses idempotent
-producers); a retried send may then store an event twice, which consumers already
+it returns: the relay marks outbox rows sent only once the broker has them (relay.py
+runs `publish` and the UPDATE … SET sent_at in one transaction, publish first, so a failed
+or unacknowledged send leaves the rows unsent). The producer is idempotent unless
+`idempotent` is off (NOVA_KAFKA_IDEMPOTENT=false: the Tansu broker of the tests refuses
+InitProducerId); without it a retried send may store an event twice, which consumers
 tolerate (at-least-once, duplicates dropped by event id).
+
+Topics Nova creates get `replication_factor` replicas, `min_insync_replicas` and an
+explicit retention.ms, so acks=all means "on that many brokers" and a replay's reach is
+known: rewinding to before the retention is refused (ReplayBeyondRetentionError) instead
+of silently starting at whatever the broker still holds. Producer, consumers and the admin
+client connect with the same TLS/SASL options (KafkaAccess).
 
 Consumers are plain consumer-group members with manual commits: a restarted member
 re-reads everything after the group's last commit.
@@ -39,7 +47,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
@@ -47,13 +55,33 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.group import LeaveGroupRequest
 
-from services.runtime.events.model import Delivery, Event, GroupActiveError
+from services.runtime.events.model import Delivery, Event, GroupActiveError, TransportError
+from services.runtime.events.settings import EventSettings, KafkaAccess
 
 _SCAN_POLL_MS = 100
 _SCAN_TIMEOUT_SECONDS = 60.0
 """How long rewind may read forward from the broker's offsets to the exact ones."""
+
+
+class ReplayBeyondRetentionError(TransportError):
+    """A rewind to before the topics' retention: those events are gone from the broker."""
+
+
+def connection_options(access: KafkaAccess) -> dict[str, Any]:
+    """The aiokafka keyword arguments for TLS and SASL, the same for every client kind."""
+    options: dict[str, Any] = {"security_protocol": access.security_protocol}
+    if access.tls:
+        options["ssl_context"] = create_ssl_context(
+            cafile=access.tls_ca_file, certfile=access.tls_cert_file, keyfile=access.tls_key_file
+        )
+    if access.sasl_mechanism is not None:
+        options["sasl_mechanism"] = access.sasl_mechanism
+        options["sasl_plain_username"] = access.sasl_username
+        options["sasl_plain_password"] = access.sasl_password
+    return options
 
 
 @dataclass
@@ -62,7 +90,9 @@ class KafkaTransport:
 
     Use as ``async with KafkaTransport(bootstrap) as kafka:``; entering it connects, and
     publishing to or subscribing to a topic that is missing creates it with `partitions`
-    partitions (replication 1).
+    partitions, `replication_factor` replicas, `min_insync_replicas` and `retention_seconds`.
+    The defaults are production's (EventSettings'); a single-node development broker needs
+    replication_factor=1, min_insync_replicas=1 (and Tansu idempotent=False).
     The group timeouts are Kafka's defaults' order of magnitude (and within a stock
     broker's allowed range); tests lower them, since on Tansu a join takes about half
     the session timeout.
@@ -70,6 +100,11 @@ class KafkaTransport:
 
     bootstrap: str
     partitions: int = 3
+    replication_factor: int = 3
+    min_insync_replicas: int = 2
+    retention_seconds: float = 7 * 86400
+    idempotent: bool = True
+    access: KafkaAccess = field(default_factory=KafkaAccess)
     session_timeout_ms: int = 6_000
     heartbeat_interval_ms: int = 1_500
     name: str = field(default="kafka", init=False)
@@ -77,11 +112,36 @@ class KafkaTransport:
     _client: AIOKafkaClient | None = field(default=None, init=False, repr=False)
     _topics: set[str] = field(default_factory=set, init=False, repr=False)
 
+    @classmethod
+    def from_settings(cls, bootstrap: str, settings: EventSettings) -> KafkaTransport:
+        return cls(
+            bootstrap,
+            partitions=settings.kafka_partitions,
+            replication_factor=settings.kafka_replication_factor,
+            min_insync_replicas=settings.kafka_min_insync_replicas,
+            retention_seconds=settings.kafka_retention_seconds,
+            idempotent=settings.kafka_idempotent,
+            access=settings.kafka_access,
+        )
+
+    def new_topic(self, topic: str) -> NewTopic:
+        """How a topic Nova creates is configured (existing topics are left as they are)."""
+        configs = {
+            "retention.ms": str(int(self.retention_seconds * 1000)),
+            "min.insync.replicas": str(self.min_insync_replicas),
+        }
+        return NewTopic(topic, self.partitions, self.replication_factor, topic_configs=configs)
+
     async def __aenter__(self) -> KafkaTransport:
+        if not 1 <= self.min_insync_replicas <= self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas ({self.min_insync_replicas}) must be between 1 and "
+                f"replication_factor ({self.replication_factor})"
+            )
         try:
-            self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **self._options())
             await self._admin.start()
-            self._client = AIOKafkaClient(bootstrap_servers=self.bootstrap)
+            self._client = AIOKafkaClient(bootstrap_servers=self.bootstrap, **self._options())
             await self._client.bootstrap()
         except BaseException:
             await self.close()
@@ -111,9 +171,7 @@ class KafkaTransport:
             return
         if self._admin is None:
             raise RuntimeError("KafkaTransport is used outside `async with`")
-        response = await self._admin.create_topics(
-            [NewTopic(topic, self.partitions, 1) for topic in missing]
-        )
+        response = await self._admin.create_topics([self.new_topic(topic) for topic in missing])
         for topic, code, *detail in response.topic_errors:
             if code not in (0, TopicAlreadyExistsError.errno):
                 raise for_code(code)(f"creating topic {topic!r}: {detail}")
@@ -122,7 +180,10 @@ class KafkaTransport:
     @asynccontextmanager
     async def publisher(self) -> AsyncIterator[KafkaPublisher]:
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=False
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            enable_idempotence=self.idempotent,
+            **self._options(),
         )
         try:
             await producer.start()
@@ -146,9 +207,27 @@ class KafkaTransport:
             await self._stop(consumer)
 
     async def rewind(self, group: str, topics: Sequence[str], since: datetime | None) -> None:
+        self._check_within_retention(since)
         await self.ensure_topics(topics)
         targets = await self._offsets_at(topics, since)
         await self._commit_as_only_member(group, topics, targets)
+
+    def _check_within_retention(self, since: datetime | None) -> None:
+        """Refuses a `since` older than the retention: the broker no longer holds those
+        events, and rewinding would quietly start later than asked."""
+        if since is None:
+            return
+        oldest = datetime.now(UTC) - timedelta(seconds=self.retention_seconds)
+        if since < oldest:
+            raise ReplayBeyondRetentionError(
+                f"--from {since.isoformat()} is older than the Kafka retention "
+                f"({self.retention_seconds / 3600:g} h, NOVA_KAFKA_RETENTION_HOURS): events "
+                f"before {oldest.isoformat(timespec='seconds')} are gone; give a later time "
+                "or 'beginning' (the oldest event still kept)"
+            )
+
+    def _options(self) -> dict[str, Any]:
+        return connection_options(self.access)
 
     def _consumer(self, group: str | None, **options: Any) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -158,6 +237,7 @@ class KafkaTransport:
             auto_offset_reset="earliest",
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=self.heartbeat_interval_ms,
+            **self._options(),
             **options,
         )
 

@@ -38,7 +38,7 @@ async def open_transport(db: Database, settings: EventSettings) -> AsyncIterator
         yield PostgresLog(db)
         return
     async with AsyncExitStack() as stack:
-        kafka = KafkaTransport(kafka_bootstrap, partitions=settings.kafka_partitions)
+        kafka = KafkaTransport.from_settings(kafka_bootstrap, settings)
         try:
             await asyncio.wait_for(stack.enter_async_context(kafka), KAFKA_CONNECT_TIMEOUT_SECONDS)
         except (KafkaError, OSError, TimeoutError) as error:
