@@ -30,6 +30,7 @@ from interceptors.client.stack import ClientSettings, connect, reads
 
 if TYPE_CHECKING:
     from nova.content.v1.content_pb2_grpc import ContentServiceAsyncStub
+    from nova.feed.v1.feed_pb2_grpc import FeedServiceAsyncStub
     from nova.user.v1.user_pb2_grpc import UserServiceAsyncStub
 
 logger = logging.getLogger("nova.gateway")
@@ -67,7 +68,7 @@ class Target:
     stub: Callable[[aio.Channel], Any]
 
 
-REQUIRED = ("user", "content")
+REQUIRED = ("user", "content", "feed")
 """The services the resolvers call, by the names the services register under."""
 
 
@@ -87,6 +88,10 @@ class Clients:
     def content(self) -> ContentServiceAsyncStub:
         return cast("ContentServiceAsyncStub", self.stubs["content"])
 
+    @property
+    def feed(self) -> FeedServiceAsyncStub:
+        return cast("FeedServiceAsyncStub", self.stubs["feed"])
+
 
 @asynccontextmanager
 async def open_clients(
@@ -100,7 +105,7 @@ async def open_clients(
     missing = [name for name in REQUIRED if name not in targets]
     if missing:
         raise ValueError(
-            f"the gateway calls the {' and '.join(missing)} service(s), which no target "
+            f"the gateway calls the {', '.join(missing)} service(s), which no target "
             f"names (targets: {', '.join(sorted(targets)) or 'none'})"
         )
     settings = settings or ClientSettings()
@@ -136,6 +141,7 @@ class Backend:
     ) -> None:
         self.users = clients.users
         self.content = clients.content
+        self.feed = clients.feed
         # The HTTP client's address, for the services' sign-in limits (which believe it
         # from trusted proxies only), on every call.
         self._metadata = (

@@ -10,14 +10,12 @@ validation then rejects) cannot recurse forever and spreads cannot blow up the c
 
 Cost counts the objects a query can return, plus the backend work of the fields that cause
 more than their objects show: each field of object type is 1, a field in FIELD_WEIGHTS
-adds its weight each time it can run (homeFeed: the up to 1,000 follows it reads and its
-11 RPCs, 1,011, whatever its page size), and both are multiplied by the size of every list
-around them. A list's size is the `first` of the field that returned it or of the
-connection it belongs to (a connection's `edges` are as long as its `first`), and
-max_page_size where nothing says. So 30 aliased `homeFeed(first: 1)` cost 30 x 1,014 and
-are refused, while one 100-post feed with comments (1,913) fits the default 2,000. The
-actual cost is the same count over the response: the objects it holds, and a weighted
-field's weight each time it resolved.
+adds its weight each time it can run (homeFeed: its RPCs and a timeline that may have to
+be read from PostgreSQL, feed.WORK, whatever its page size), and both are multiplied by
+the size of every list around them. A list's size is the `first` of the field that
+returned it or of the connection it belongs to (a connection's `edges` are as long as its
+`first`), and max_page_size where nothing says. The actual cost is the same count over the
+response: the objects it holds, and a weighted field's weight each time it resolved.
 """
 
 from collections.abc import Callable, Mapping

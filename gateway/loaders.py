@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from functools import cached_property
 from typing import Any, TypeVar, cast
 
@@ -77,6 +77,21 @@ class Loaders:
         """Keeps users another RPC already returned (ListFollowing, GetUser by handle)."""
         for user in users:
             self.users.prime(user.id, user)
+
+    async def prefetch(
+        self, comments: Sequence[CommentsKey], *, authors: Sequence[str], commenters: bool
+    ) -> None:
+        """Loads these comment pages, then `authors` and (if `commenters`) the comments'
+        authors in one batch: a resolver that knows what its children will ask for
+        starts it early, so one level's loads do not wait for another's."""
+        pages = await asyncio.gather(
+            *(self.comments.load(key) for key in comments), return_exceptions=True
+        )
+        users = list(authors)
+        if commenters:
+            users += [c.author_id for page in pages if isinstance(page, list) for c in page]
+        if users:
+            await asyncio.gather(*(self.users.load(user) for user in users), return_exceptions=True)
 
     def prime_posts(self, posts: Iterable[content_pb2.Post]) -> None:
         for post in posts:

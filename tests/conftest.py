@@ -7,6 +7,7 @@ gets a fresh database of its own, dropped at the end.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 import uuid
@@ -24,8 +25,11 @@ from grpc import aio
 from gateway.clients import Target
 from nova.user.v1 import user_pb2, user_pb2_grpc
 from services.cli.gateway import gateway_targets
+from services.feed.fanout import GROUP as FEED_GROUP
 from services.registry import REGISTRY
 from services.runtime.config import Config
+from services.runtime.db import Database
+from services.runtime.events.workers import consumer_worker, relay_worker, running_events
 from services.runtime.process import migrate_services, open_dependencies, serve
 from services.runtime.spec import Dependencies
 
@@ -118,10 +122,55 @@ def config(database_url: str, tmp_data_dir: Path) -> Config:
 
 
 @pytest.fixture(scope="session")
-async def deps(config: Config) -> AsyncIterator[Dependencies]:
-    async with open_dependencies(config) as deps:
+async def deps(config: Config, redis_url: str) -> AsyncIterator[Dependencies]:
+    """The services' dependencies, Redis included (the feed's timelines)."""
+    async with open_dependencies(config, with_redis=True, redis_address=redis_url) as deps:
         await migrate_services(deps.db, REGISTRY.services.values())
         yield deps
+
+
+@pytest.fixture(scope="session")
+async def feed_events(deps: Dependencies) -> AsyncIterator[EventsSettled]:
+    """The relay and the feed's consumer group, running for the rest of the session on the
+    session's database and Redis: what fills the home timelines. Returns a function that
+    waits until everything written so far has reached the feed."""
+    workers = {
+        "relay": relay_worker(REGISTRY.outbox_schemas, deps.config.events),
+        FEED_GROUP: consumer_worker(
+            REGISTRY.consumers[FEED_GROUP], REGISTRY.topics, deps.config, deps.redis
+        ),
+    }
+    async with running_events(deps.db, deps.config.events, workers):
+        yield lambda: events_settled(deps.db, FEED_GROUP)
+
+
+EventsSettled = Callable[[], Awaitable[None]]
+
+
+async def events_settled(db: Database, group: str, timeout_seconds: float = 20.0) -> None:
+    """Waits until every outbox is relayed and `group` has committed past every event in
+    the log; raises after `timeout_seconds`."""
+    for _ in range(int(timeout_seconds / 0.02)):
+        async with db.connection() as conn:
+            unsent = 0
+            for schema in REGISTRY.outbox_schemas:
+                unsent += await conn.fetchval(
+                    f"SELECT count(*) FROM {schema}.outbox WHERE sent_at IS NULL"
+                )
+            behind = await conn.fetchval(
+                """SELECT count(*) FROM (
+                       SELECT topic, max(seq) AS last FROM nova_events.log
+                        WHERE topic = ANY($2::text[]) GROUP BY topic) AS l
+                   LEFT JOIN nova_events.offsets o
+                          ON o.group_name = $1 AND o.topic = l.topic
+                   WHERE coalesce(o.seq, 0) < l.last""",
+                group,
+                list(REGISTRY.topics),
+            )
+        if unsent == 0 and behind == 0:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"events did not reach group {group!r} in {timeout_seconds} s")
 
 
 @pytest.fixture(scope="session")

@@ -1,35 +1,33 @@
-"""homeFeed, until the feed service exists: the latest posts of the people the viewer
-follows, merged by the content service.
-
-ListFollowing pages through the viewer's follows (up to the 1000 authors one
-ListPostsByAuthors call merges; past that, the most recently followed), then one
-ListPostsByAuthors call makes the page. The followed users come back as full profiles,
-so they prime the users loader: the page's authors cost no further RPC.
+"""homeFeed: the page from FeedService.GetHomeFeed (post ids, their authors and a cursor
+from the viewer's timeline), then the posts through the posts DataLoader (one
+BatchGetPosts for the page), with their comments fetched beside them and the authors and
+commenters in one BatchGetUsers (lookahead.py). The stats come with the fields that ask
+for them. Five RPCs per page, whatever its size and however many people the viewer
+follows.
 """
 
+import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from ariadne import QueryType
 
-from gateway.context import Info, RequestContext
+from gateway import lookahead
+from gateway.context import Info
 from gateway.resolvers.connection import post_connection
 from nova.common.v1 import page_pb2
 from nova.content.v1 import content_pb2
-from nova.user.v1 import user_pb2
+from nova.feed.v1 import feed_pb2
 
-MAX_AUTHORS = 1000
-"""ListPostsByAuthors merges at most this many authors per call (content.proto)."""
-FOLLOWING_PAGE = 100
-"""ListFollowing's largest page (user.proto)."""
-FOLLOWING_CALLS = MAX_AUTHORS // FOLLOWING_PAGE
-"""ListFollowing calls one homeFeed can make: 1,000 follows in pages of 100."""
-WORK = MAX_AUTHORS + FOLLOWING_CALLS + 1
-"""What one homeFeed costs the backends beyond the posts it returns, in the cost model's
-unit (gateway.limits): 1,011. One per author it can reach (listed by ListFollowing, then
-probed for their newest post by ListPostsByAuthors: one row and one index descent each,
-counted as one object) and one per RPC. The weight does not depend on the viewer: the
-limit is checked before anyone's follows are read. One homeFeed with a 100-post page
-fits under the default maxCost (2,000); two do not."""
+PULL_AUTHORS = 1000
+"""The followed authors FeedService reads at most when it serves a page from PostgreSQL
+(the viewer's 1,000 most recent follows; feed.proto)."""
+WORK = PULL_AUTHORS + 2
+"""What one homeFeed can cost the backends beyond the posts it returns, in the cost
+model's unit (gateway.limits): its two RPCs, and a page FeedService serves from
+PostgreSQL (a missing timeline, or a page past its cap: one index descent per followed
+author). Usually it is one Redis round trip, but a caller chooses its cursor, so the
+limit is checked against the worst case."""
 
 feed_query = QueryType()
 
@@ -39,37 +37,47 @@ async def resolve_home_feed(
     _: None, info: Info, first: int, after: str | None = None
 ) -> dict[str, Any]:
     context = info.context
-    authors = await _followed(context)
-    if not authors:
-        return post_connection([], page_pb2.PageResponse())
+    context.require_viewer()
     backend = context.backend
     response = await backend.call(
-        backend.content.ListPostsByAuthors,
-        content_pb2.ListPostsByAuthorsRequest(
-            author_ids=authors,
-            page=page_pb2.PageRequest(page_size=first, page_token=after or ""),
+        backend.feed.GetHomeFeed,
+        feed_pb2.GetHomeFeedRequest(
+            page=page_pb2.PageRequest(page_size=first, page_token=after or "")
         ),
     )
-    context.loaders.prime_posts(response.posts)
-    return post_connection(response.posts, response.page)
+    loaded, _ = await asyncio.gather(
+        asyncio.gather(
+            *(context.loaders.posts.load(item.post_id) for item in response.items),
+            return_exceptions=True,
+        ),
+        _prefetch(info, response.items),
+    )
+    # A post deleted since it reached the timeline is left out (its removal is on its way).
+    kept = [
+        (post, token)
+        for post, token in zip(loaded, response.page.item_tokens, strict=True)
+        if isinstance(post, content_pb2.Post)
+    ]
+    page = page_pb2.PageResponse(
+        next_page_token=response.page.next_page_token,
+        item_tokens=[token for _, token in kept],
+    )
+    return post_connection([post for post, _ in kept], page)
 
 
-async def _followed(context: RequestContext) -> list[str]:
-    viewer = context.require_viewer()
-    backend = context.backend
-    authors: list[str] = []
-    token = ""
-    while len(authors) < MAX_AUTHORS:
-        response = await backend.call(
-            backend.users.ListFollowing,
-            user_pb2.ListFollowingRequest(
-                user_id=viewer.user_id,
-                page=page_pb2.PageRequest(page_size=FOLLOWING_PAGE, page_token=token),
-            ),
-        )
-        context.loaders.prime_users(response.users)
-        authors.extend(user.id for user in response.users)
-        token = response.page.next_page_token
-        if not token:
-            break
-    return authors[:MAX_AUTHORS]
+async def _prefetch(info: Info, items: Sequence[feed_pb2.FeedItem]) -> None:
+    """Starts what the page's posts will ask for, beside BatchGetPosts: their comments
+    (the query's `comments(first: …)`), then the post authors and commenters in one
+    BatchGetUsers. The field resolvers then find them in the loaders' caches."""
+    comments_field = info.schema.get_type("Post").fields["comments"]  # type: ignore[union-attr]
+    comment_nodes = lookahead.selected(info, ("edges", "node", "comments"))
+    firsts = {args["first"] for args in lookahead.arguments(info, comment_nodes, comments_field)}
+    await info.context.loaders.prefetch(
+        [(item.post_id, n) for item in items for n in firsts],
+        authors=(
+            [item.author_id for item in items]
+            if lookahead.selected(info, ("edges", "node", "author"))
+            else []
+        ),
+        commenters=bool(lookahead.selected(info, ("edges", "node", "comments", "author"))),
+    )

@@ -11,6 +11,7 @@ import uvloop
 
 from services.registry import REGISTRY
 from services.runtime.config import Config, ConfigError
+from services.runtime.embedded_redis import EmbeddedRedisError
 from services.runtime.events.model import TransportError
 from services.runtime.migrations import MigrationError
 
@@ -42,7 +43,7 @@ def run(coroutine: Coroutine[Any, Any, None]) -> None:
         raise SystemExit(128 + signal.SIGTERM) from None
     except ConfigError as error:
         raise click.ClickException(f"configuration: {error}") from None
-    except (MigrationError, TransportError, OSError) as error:
+    except (MigrationError, TransportError, EmbeddedRedisError, OSError) as error:
         # OSError: a port in use (servers and the gateway say which setting to change).
         raise click.ClickException(str(error)) from None
     except asyncpg.PostgresError as error:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
+from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
@@ -26,13 +27,18 @@ from services.runtime.config import Config
 from services.runtime.errors import NovaError
 from services.runtime.events.dead_letters import (
     DeadLetter,
+    discard_dead_letters,
     list_dead_letters,
-    replay_dead_letters,
+    request_replay,
+    wait_for_replays,
 )
+from services.runtime.events.horizon import check_rewind
+from services.runtime.events.status import GroupStatus, group_statuses
 from services.runtime.events.transports import open_transport
 from services.runtime.events.workers import (
     WorkerFactory,
     consumer_worker,
+    lag_worker,
     pruning_worker,
     relay_worker,
     running_events,
@@ -44,28 +50,36 @@ from services.runtime.spec import Dependencies, Registry
 
 
 def event_workers(
-    config: Config, registry: Registry, *, relay: bool, groups: list[str]
+    config: Config,
+    registry: Registry,
+    *,
+    relay: bool,
+    groups: list[str],
+    redis: Redis | None = None,
 ) -> dict[str, WorkerFactory]:
     """The relay (over every registered outbox) with the retention of the log and of the
-    processed-event ids, and the named consumer groups (on every registered topic)."""
+    processed-event ids and the consumer lag gauges, and the named consumer groups (on
+    every registered topic; `redis` for those that use it)."""
     workers: dict[str, WorkerFactory] = {}
     if relay:
         workers["relay"] = relay_worker(registry.outbox_schemas, config.events)
         workers["pruning"] = pruning_worker(config.events)
+        workers["lag"] = lag_worker({group: registry.topics for group in registry.consumers})
     for group in groups:
-        workers[group] = consumer_worker(registry.consumers[group], registry.topics)
+        workers[group] = consumer_worker(registry.consumers[group], registry.topics, config, redis)
     return workers
 
 
 @asynccontextmanager
-async def _migrated(config: Config) -> AsyncIterator[Dependencies]:
-    async with open_dependencies(config) as deps:
+async def _migrated(config: Config, *, with_redis: bool = False) -> AsyncIterator[Dependencies]:
+    async with open_dependencies(config, with_redis=with_redis) as deps:
         await migrate_services(deps.db, REGISTRY.services.values(), REGISTRY.consumers.values())
         yield deps
 
 
-async def _run_workers(config: Config, workers: Mapping[str, WorkerFactory]) -> None:
-    """Runs `workers` until SIGINT/SIGTERM, then lets each finish what it is doing."""
+async def _run_workers(config: Config, *, relay: bool, groups: list[str]) -> None:
+    """Runs the relay (when `relay`) and the consumer `groups` until SIGINT/SIGTERM, then
+    lets each finish what it is doing. Redis is opened only for groups that use it."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -76,7 +90,9 @@ async def _run_workers(config: Config, workers: Mapping[str, WorkerFactory]) -> 
                 "nova-events", metrics_host=config.bind_host, metrics_port=config.metrics_port
             )
         )
-        deps = await stack.enter_async_context(_migrated(config))
+        with_redis = any(REGISTRY.consumers[group].uses_redis for group in groups)
+        deps = await stack.enter_async_context(_migrated(config, with_redis=with_redis))
+        workers = event_workers(config, REGISTRY, relay=relay, groups=groups, redis=deps.redis)
         running = await stack.enter_async_context(running_events(deps.db, config.events, workers))
         click.echo(f"nova: transport: {running.transport.name}")
         if port is not None:
@@ -91,7 +107,7 @@ def relay_command() -> None:
     """Publish every service's outbox to the event transport (production: its own
     process; `nova up` runs one too). Several relays may run at once."""
     config = load_config()
-    run(_run_workers(config, event_workers(config, REGISTRY, relay=True, groups=[])))
+    run(_run_workers(config, relay=True, groups=[]))
 
 
 @click.group(name="events")
@@ -110,10 +126,7 @@ def events() -> None:
 def consume(groups: tuple[str, ...]) -> None:
     """Run consumer groups alone (production: their own processes; `nova up` runs them)."""
     config = load_config()
-    workers = event_workers(
-        config, REGISTRY, relay=False, groups=list(groups or REGISTRY.consumers)
-    )
-    run(_run_workers(config, workers))
+    run(_run_workers(config, relay=False, groups=list(groups or REGISTRY.consumers)))
 
 
 @events.group(name="dlq", invoke_without_command=True)
@@ -132,7 +145,13 @@ def dlq(ctx: click.Context, group: str | None, include_replayed: bool, limit: in
         if not letters:
             click.echo("no dead letters" + (f" for group {group!r}" if group else ""))
             return
-        table = Table("id", "group", "event", "type", "at", "attempts", "failed at", "error")
+        table = Table("id", "group")
+        # Identifiers and positions are copied from here: never wrapped.
+        table.add_column("event", no_wrap=True)
+        table.add_column("type")
+        table.add_column("at", no_wrap=True)
+        for name in ("attempts", "failed at", "parked", "error"):
+            table.add_column(name)
         for letter in letters:
             table.add_row(
                 str(letter.id),
@@ -141,7 +160,8 @@ def dlq(ctx: click.Context, group: str | None, include_replayed: bool, limit: in
                 letter.event_type,
                 _position(letter),
                 str(letter.attempts),
-                letter.failed_at.isoformat(timespec="seconds"),
+                _state(letter),
+                str(letter.parked),
                 letter.error,
             )
         _console().print(table)
@@ -151,26 +171,71 @@ def dlq(ctx: click.Context, group: str | None, include_replayed: bool, limit: in
 
 @dlq.command(name="replay")
 @click.argument("ids", nargs=-1, type=int)
-@click.option("--group", help="Replay every unreplayed dead letter of this group.")
-def dlq_replay(ids: tuple[int, ...], group: str | None) -> None:
-    """Publish dead letters again (by id, or all of --group) once their handler is fixed;
-    groups that already processed them drop them as duplicates."""
+@click.option("--group", help="Replay every open dead letter of this group.")
+@click.option(
+    "--wait",
+    "wait_seconds",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the group's consumer to apply them (0: do not wait).",
+)
+def dlq_replay(ids: tuple[int, ...], group: str | None, wait_seconds: float) -> None:
+    """Apply dead letters again once their handler is fixed (by id, or all of --group).
+
+    Only the group that failed gets the event again: its running consumer applies it, then
+    the events of its aggregate it held back meanwhile. Exits 1 if one failed again."""
     if bool(ids) == bool(group):
         raise click.UsageError("give dead-letter ids, or --group for all of a group's")
-    config = load_config()
 
     async def replay() -> None:
-        async with (
-            _migrated(config) as deps,
-            open_transport(deps.db, config.events) as transport,
-            transport.publisher() as publisher,
-        ):
-            letters = await replay_dead_letters(
-                deps.db, publisher, list(ids) if ids else None, group=group
-            )
-        click.echo(f"replayed {len(letters)} dead letter(s)")
+        async with _migrated(load_config()) as deps:
+            asked = await request_replay(deps.db, list(ids) if ids else None, group=group)
+            if not asked:
+                click.echo(f"no open dead letters to replay for group {group!r}")
+                return
+            click.echo(f"asked for the replay of {len(asked)} dead letter(s)")
+            if wait_seconds == 0:
+                return
+            letters = await wait_for_replays(deps.db, [letter.id for letter in asked], wait_seconds)
+        failed = 0
+        for letter in letters:
+            if letter.replayed_at is not None:
+                click.echo(f"{letter.id}: applied ({letter.event_type} {letter.event_id})")
+            elif letter.replay_requested_at is not None:
+                click.echo(
+                    f"{letter.id}: still waiting after {wait_seconds:g} s; is a consumer of "
+                    f"group {letter.group!r} running (`nova up` or `nova events consume`)? "
+                    "It replays the letter when it runs"
+                )
+            else:
+                failed += 1
+                click.echo(f"{letter.id}: failed again: {letter.error}")
+        if failed:
+            raise click.ClickException(f"{failed} dead letter(s) failed again; still open")
 
     _run_reporting(replay())
+
+
+@dlq.command(name="discard")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--group", help="Discard every open dead letter of this group.")
+def dlq_discard(ids: tuple[int, ...], group: str | None) -> None:
+    """Give up on dead letters (by id, or all of --group): their events are never
+    applied, and the events of their aggregates held back behind them flow on."""
+    if bool(ids) == bool(group):
+        raise click.UsageError("give dead-letter ids, or --group for all of a group's")
+
+    async def discard() -> None:
+        async with _migrated(load_config()) as deps:
+            letters = await discard_dead_letters(deps.db, list(ids) if ids else None, group=group)
+        parked = sum(letter.parked for letter in letters)
+        click.echo(
+            f"discarded {len(letters)} dead letter(s); {parked} parked event(s) behind them "
+            "will be applied by their group's consumer"
+        )
+
+    _run_reporting(discard())
 
 
 @events.command(name="replay")
@@ -182,15 +247,23 @@ def dlq_replay(ids: tuple[int, ...], group: str | None) -> None:
     metavar="TIME|beginning",
     help="ISO 8601 time (UTC if no offset) or 'beginning'.",
 )
-def replay_command(group: str, since: str) -> None:
+@click.option(
+    "--allow-repeats",
+    is_flag=True,
+    help="Go back past the dedup horizon although effects may be applied again.",
+)
+def replay_command(group: str, since: str, allow_repeats: bool) -> None:
     """Re-read the log: the group's consumers (stopped first) start again from the first
-    event published at or after --from. Their effects are not repeated for events they
-    already processed; this is for consumers whose processed record was cleared, or new
-    groups."""
+    event published at or after --from. Only this group re-reads. Effects are not repeated
+    for events it processed within its dedup horizon (NOVA_EVENT_RETENTION_HOURS), so an
+    older --from is refused unless --allow-repeats says repeats are wanted (effects wiped,
+    or a group whose effects are idempotent)."""
     start = _parse_since(since)
     config = load_config()
 
     async def rewind() -> None:
+        if not allow_repeats:
+            check_rewind(group, start, config.events.event_retention_seconds)
         async with (
             _migrated(config) as deps,
             open_transport(deps.db, config.events) as transport,
@@ -200,6 +273,30 @@ def replay_command(group: str, since: str) -> None:
         click.echo(f"group {group!r} will re-read {transport.name} from {where}")
 
     _run_reporting(rewind())
+
+
+@events.command(name="status")
+def status_command() -> None:
+    """Each consumer group (those of this build, and any other the transport has
+    positions for): per topic its committed position and lag (events not committed yet,
+    and the age of the oldest), its members (on the PostgreSQL log: active and standby),
+    its open dead letters and the events parked behind them."""
+    config = load_config()
+
+    async def show() -> None:
+        async with (
+            _migrated(config) as deps,
+            open_transport(deps.db, config.events) as transport,
+        ):
+            known = {group: REGISTRY.topics for group in REGISTRY.consumers}
+            statuses = await group_statuses(transport, deps.db, known)
+        click.echo(f"transport: {transport.name}")
+        if not statuses:
+            click.echo("no consumer groups")
+            return
+        _console().print(_status_table(statuses))
+
+    run(show())
 
 
 @events.command(name="audit")
@@ -269,6 +366,18 @@ def _parse_since(value: str) -> datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
+def _state(letter: DeadLetter) -> str:
+    """When it failed, and what has happened to it since."""
+    failed = letter.failed_at.isoformat(timespec="seconds")
+    if letter.replayed_at is not None:
+        return f"{failed}, replayed"
+    if letter.discarded_at is not None:
+        return f"{failed}, discarded"
+    if letter.replay_requested_at is not None:
+        return f"{failed}, replay asked"
+    return failed
+
+
 def _position(letter: DeadLetter) -> str:
     """Where the dead letter was in the log: topic[partition]@offset (the log's seq)."""
     if letter.position is None:
@@ -285,6 +394,47 @@ def _raw(data: bytes) -> str:
     event id): its size and first bytes in hex, enough to tell whose it was."""
     more = "…" if len(data) > _RAW_SHOWN else ""
     return f"{len(data)} bytes {data[:_RAW_SHOWN].hex()}{more}"
+
+
+def _status_table(statuses: list[GroupStatus]) -> Table:
+    """One row per group and topic; the group's own columns on its first row only."""
+    table = Table(
+        "group",
+        "topic",
+        "position",
+        "lag events",
+        "lag seconds",
+        "members",
+        "dead letters",
+        "parked",
+    )
+    for status in statuses:
+        lag = status.lag
+        members = f"{lag.members} active" + (f", {lag.standby} standby" if lag.standby else "")
+        first = [lag.group]
+        rest = [members, str(status.open_dead_letters), str(status.parked)]
+        for topic in lag.topics:
+            table.add_row(
+                *first,
+                topic.topic,
+                _positions(topic.positions),
+                str(topic.events),
+                f"{topic.seconds:.1f}",
+                *rest,
+            )
+            first, rest = [""], ["", "", ""]
+        if not lag.topics:
+            table.add_row(lag.group, "-", "-", "0", "0.0", *rest)
+    return table
+
+
+def _positions(positions: Mapping[int, int | None]) -> str:
+    """The log's one position ("42"), or Kafka's per partition ("0:12 1:3 2:-"); "-" for
+    nothing committed."""
+    shown = {partition: "-" if at is None else str(at) for partition, at in positions.items()}
+    if list(shown) == [0]:
+        return shown[0]
+    return " ".join(f"{partition}:{at}" for partition, at in sorted(shown.items())) or "-"
 
 
 def _console() -> Console:

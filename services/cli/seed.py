@@ -26,7 +26,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 
 from interceptors.client.refusal import refusal_of
 from interceptors.client.tls import ChannelTls, open_channel
+from nova.common.v1 import page_pb2
 from nova.content.v1 import content_pb2, content_pb2_grpc
+from nova.feed.v1 import feed_pb2, feed_pb2_grpc
 from nova.user.v1 import user_pb2, user_pb2_grpc
 from services.cli.common import load_config, run
 
@@ -34,6 +36,9 @@ DEMO_PASSWORD = "nova-demo-password"
 """Every demo user's password, so a person can sign in as any of them."""
 
 _CALL_TIMEOUT_SECONDS = 30.0
+_FEED_WAIT_SECONDS = 60.0
+"""How long the seed waits for the events it caused to reach the home feeds."""
+_FEED_PAGES = 10
 
 _FIRST_NAMES = ("Ada", "Alan", "Grace", "Linus", "Barbara", "Ken", "Radia", "Edsger", "Frances")
 _LAST_NAMES = ("Lovelace", "Turing", "Hopper", "Torvalds", "Liskov", "Thompson", "Perlman")
@@ -115,16 +120,20 @@ async def seed(
     tls: ChannelTls | None = None,
 ) -> Seeded:
     """Creates users, follows, posts, comments and likes against addresses["user"] and
-    addresses["content"] (over `tls` when given), at most `concurrency` calls at a time;
-    the first failed call stops it with a SeedError."""
+    addresses["content"] (over `tls` when given), at most `concurrency` calls at a time,
+    then waits until each user's home feed (addresses["feed"], if given) shows their newest post:
+    the events reached the feed, so what the seed made can be read at once. The first
+    failed call stops it with a SeedError."""
     credentials = tls.credentials() if tls else None
     async with (
         open_channel(addresses["user"], credentials) as user_channel,
         open_channel(addresses["content"], credentials) as content_channel,
+        open_channel(addresses.get("feed", addresses["user"]), credentials) as feed_channel,
     ):
         seeder = _Seeder(
             users=user_pb2_grpc.UserServiceStub(user_channel),
             content=content_pb2_grpc.ContentServiceStub(content_channel),
+            feed=feed_pb2_grpc.FeedServiceStub(feed_channel) if "feed" in addresses else None,
             rng=random.Random(rng_seed),
             concurrency=concurrency,
             progress=progress,
@@ -170,12 +179,14 @@ class _Seeder:
         *,
         users: user_pb2_grpc.UserServiceAsyncStub,
         content: content_pb2_grpc.ContentServiceAsyncStub,
+        feed: feed_pb2_grpc.FeedServiceAsyncStub | None,
         rng: random.Random,
         concurrency: int,
         progress: Progress | None,
     ) -> None:
         self._users = users
         self._content = content
+        self._feed = feed
         self._rng = rng
         self._concurrency = concurrency
         self._progress = progress
@@ -217,6 +228,15 @@ class _Seeder:
         ]
         await self._phase("likes", likes, lambda like: self._like(*like))
 
+        per_user = plan.posts_per_user
+        newest = [
+            (user, max(post_ids[i * per_user : (i + 1) * per_user]))
+            for i, user in enumerate(users)
+            if per_user and self._feed is not None
+        ]
+        give_up = time.monotonic() + _FEED_WAIT_SECONDS
+        await self._phase("feeds", newest, lambda mine: self._in_feed(*mine, give_up))
+
         return Seeded(
             run=run,
             users=users,
@@ -256,8 +276,9 @@ class _Seeder:
             raise _first_leaf(seed_errors) from None
         return [results[index] for index in range(len(items))]
 
-    async def _rpc(self, what: str, call: Awaitable[R]) -> R:
-        self._calls += 1
+    async def _rpc(self, what: str, call: Awaitable[R], *, counted: bool = True) -> R:
+        """`counted`: one of the writes the seed reports (not a wait for the feed)."""
+        self._calls += counted
         try:
             return await call
         except aio.AioRpcError as error:
@@ -319,6 +340,37 @@ class _Seeder:
                 timeout=_CALL_TIMEOUT_SECONDS,
             ),
         )
+
+    async def _in_feed(self, user: DemoUser, post_id: str, give_up: float) -> None:
+        """Waits until `post_id` (the user's own newest) is in the user's home feed."""
+        assert self._feed is not None
+        while True:
+            token = ""
+            for _ in range(_FEED_PAGES):
+                page = await self._rpc(
+                    f"FeedService.GetHomeFeed of {user.handle}",
+                    self._feed.GetHomeFeed(
+                        feed_pb2.GetHomeFeedRequest(
+                            page=page_pb2.PageRequest(page_size=100, page_token=token)
+                        ),
+                        metadata=user.metadata,
+                        timeout=_CALL_TIMEOUT_SECONDS,
+                    ),
+                    counted=False,
+                )
+                if any(item.post_id == post_id for item in page.items):
+                    return
+                token = page.page.next_page_token
+                if not token:
+                    break
+            if time.monotonic() > give_up:
+                raise SeedError(
+                    f"{user.handle}'s home feed did not show their post {post_id} within "
+                    f"{_FEED_WAIT_SECONDS:.0f} s: is the feed's consumer group running "
+                    "(`nova up` runs it; else `nova relay` and `nova events consume --group "
+                    "feed`)?"
+                )
+            await asyncio.sleep(0.1)
 
     async def _like(self, liker: DemoUser, post_id: str) -> None:
         await self._rpc(

@@ -16,7 +16,7 @@ from services.cli.common import load_config, run
 from services.cli.events import event_workers
 from services.cli.gateway import gateway_targets, load_gateway_settings
 from services.registry import REGISTRY
-from services.runtime.config import Config
+from services.runtime.config import Config, ConfigError
 from services.runtime.db import Database
 from services.runtime.events.workers import running_events
 from services.runtime.metrics import process_telemetry
@@ -25,6 +25,7 @@ from services.runtime.process import (
     migrate_services,
     open_dependencies,
     open_event_database,
+    redis_url,
     serve,
 )
 from services.runtime.spec import Dependencies, Registry
@@ -33,10 +34,14 @@ from services.runtime.spec import Dependencies, Registry
 @click.command()
 def up() -> None:
     """Run every service and the GraphQL gateway in this process (embedded PostgreSQL
-    unless NOVA_DATABASE_URL)."""
+    unless NOVA_DATABASE_URL, embedded Redis unless NOVA_REDIS_URL)."""
     config, gateway = load_config(), load_gateway_settings(mode="development")
     services = list(REGISTRY.services)
-    run(_until_signal(config, REGISTRY, services, gateway, events=True, development=True))
+    run(
+        _until_signal(
+            config, REGISTRY, services, gateway, events=True, development=True, redis=True
+        )
+    )
 
 
 @click.command(name="serve")
@@ -61,9 +66,21 @@ class Running:
     """One line per endpoint, as `nova up` prints them."""
     gateway: RunningGateway | None = None
     deps: Dependencies | None = None
-    """The services' database and tokens, when any service runs."""
+    """The services' database, tokens and Redis (if asked for), when any service runs."""
     events_db: Database | None = None
     """The event workers' own pool (NOVA_EVENTS_DB_POOL_SIZE), when they run."""
+
+
+def _check_event_pool(config: Config, groups: int) -> None:
+    """The relay pins a connection (its LISTEN) and works on another; each consumer group
+    pins one (its subscription) and works on another; retention and the lag gauges take
+    one now and then. Fewer would leave a worker waiting for a connection for good."""
+    needed = 3 + 2 * groups
+    if config.events_db_pool_size < needed:
+        raise ConfigError(
+            f"NOVA_EVENTS_DB_POOL_SIZE={config.events_db_pool_size} is too small for the relay "
+            f"and {groups} consumer group(s): they need at least {needed} connections"
+        )
 
 
 @asynccontextmanager
@@ -75,11 +92,13 @@ async def running(
     *,
     events: bool,
     development: bool = True,
+    redis: bool = False,
 ) -> AsyncIterator[Running]:
     """Runs the named services of `registry` (migrated first), the gateway when given
     settings (calling every registered service), and the relay and every consumer group
     when `events`; `development` allows a signing key of the data folder's (`nova up`).
-    On exit each drains and stops."""
+    Redis is opened for the services when `redis` (`nova up`) or when one of them
+    declares `uses_redis`. On exit each drains and stops."""
     specs = [registry.services[name] for name in services]
     started = Running()
     lines = started.banner
@@ -94,8 +113,20 @@ async def running(
         addresses = dict(config.addresses)
         if specs:
             dsn = await stack.enter_async_context(database_url(config))
+            with_redis = (
+                redis
+                or any(spec.uses_redis for spec in specs)
+                or (events and any(group.uses_redis for group in registry.consumers.values()))
+            )
+            redis_at = await stack.enter_async_context(redis_url(config)) if with_redis else None
             deps = started.deps = await stack.enter_async_context(
-                open_dependencies(config, development=development, dsn=dsn)
+                open_dependencies(
+                    config,
+                    development=development,
+                    dsn=dsn,
+                    with_redis=with_redis,
+                    redis_address=redis_at,
+                )
             )
             consumers = list(registry.consumers.values()) if events else []
             await migrate_services(deps.db, specs, consumers)
@@ -105,6 +136,13 @@ async def running(
                 if config.database_url
                 else f"database: embedded PostgreSQL in {config.data_dir / 'postgres'}"
             )
+            if redis_at is not None:
+                # Not NOVA_REDIS_URL's value: it may hold a password.
+                lines.append(
+                    "redis: NOVA_REDIS_URL"
+                    if config.redis.url
+                    else f"redis: embedded Redis in {config.data_dir / 'redis'}, {redis_at}"
+                )
             for server in servers:
                 address = f"{config.bind_host}:{server.port}"
                 # The gateway in this process calls the ports actually bound (0 = any).
@@ -112,8 +150,13 @@ async def running(
                 lines.append(f"{server.spec.name:<15} {server.spec.full_name:<40} {address}")
             if events:
                 workers = event_workers(
-                    config, registry, relay=True, groups=[c.group for c in consumers]
+                    config,
+                    registry,
+                    relay=True,
+                    groups=[c.group for c in consumers],
+                    redis=deps.redis,
                 )
+                _check_event_pool(config, len(consumers))
                 # Their own pool: a busy relay must not take the connections RPCs wait for.
                 events_db = started.events_db = await stack.enter_async_context(
                     open_event_database(config, dsn)
@@ -148,13 +191,14 @@ async def _until_signal(
     *,
     events: bool,
     development: bool,
+    redis: bool = False,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with running(
-        config, registry, services, gateway, events=events, development=development
+        config, registry, services, gateway, events=events, development=development, redis=redis
     ) as started:
         for line in started.banner:
             click.echo(f"nova: {line}")

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from redis.asyncio.connection import parse_url
+
 from interceptors.client.stack import ClientSettings
 from services.runtime.config_sections import (
     auth_audience,
@@ -22,6 +24,8 @@ from services.runtime.config_sections import (
 from services.runtime.env import ConfigError as ConfigError
 from services.runtime.env import EnvReader
 from services.runtime.events.settings import EventSettings
+from services.runtime.feed_settings import FeedSettings, feed_settings
+from services.runtime.redis_client import RedisSettings
 from services.runtime.server_layers import ServerLayers
 from services.runtime.sign_in import SignInSettings
 from services.runtime.tls import ServerTls, tls_settings
@@ -67,6 +71,10 @@ class Config:
     """Transport (Kafka or the PostgreSQL log), relay and outbox retention."""
     tls: ServerTls | None
     """The servers' TLS (NOVA_TLS_CERT_FILE…); None: plaintext. The clients' is clients.tls."""
+    redis: RedisSettings
+    """NOVA_REDIS_URL (None: an embedded Redis in data_dir), the pool and its timeouts."""
+    feed: FeedSettings
+    """The home feed's timelines: cap, fan-out window, big authors (NOVA_FEED_*)."""
 
     @classmethod
     def from_env(
@@ -103,7 +111,7 @@ class Config:
             sign_in=sign_in_settings(read),
             db_pool_size=read.number("NOVA_DB_POOL_SIZE", 10, 1, 1000),
             db_acquire_timeout_ms=read.number("NOVA_DB_ACQUIRE_TIMEOUT_MS", 1000, 1, 60_000),
-            events_db_pool_size=read.number("NOVA_EVENTS_DB_POOL_SIZE", 4, 3, 100),
+            events_db_pool_size=read.number("NOVA_EVENTS_DB_POOL_SIZE", 8, 3, 100),
             shutdown_grace_seconds=read.number("NOVA_SHUTDOWN_GRACE_SECONDS", 5, 0, 300),
             drain_delay_seconds=read.number("NOVA_DRAIN_DELAY_SECONDS", 0, 0, 300),
             log_level=read.choice(
@@ -114,7 +122,27 @@ class Config:
             metrics_port=metrics_port(read),
             events=event_settings(read),
             tls=tls.server,
+            redis=_redis_settings(read),
+            feed=feed_settings(read),
         )
+
+
+def _redis_settings(read: EnvReader) -> RedisSettings:
+    url = read.optional("NOVA_REDIS_URL")
+    if url is not None:
+        try:
+            parse_url(url)
+        except ValueError as error:
+            # Shown without the value: a Redis URL may hold a password.
+            raise ConfigError(
+                f"NOVA_REDIS_URL: {error} (e.g. redis://127.0.0.1:6379/0 or "
+                "unix:///run/redis.sock?db=0; unset, an embedded Redis starts in NOVA_DATA_DIR)"
+            ) from None
+    return RedisSettings(
+        url=url,
+        pool_size=read.number("NOVA_REDIS_POOL_SIZE", 16, 1, 1000),
+        timeout_seconds=read.seconds_from_ms("NOVA_REDIS_TIMEOUT_MS", 1000, 1, 60_000),
+    )
 
 
 def _client_host(bind_host: str) -> str:

@@ -118,6 +118,7 @@ def event_settings(read: EnvReader) -> EventSettings:
     ):
         raise ConfigError(f"NOVA_KAFKA_BOOTSTRAP must be host:port[,host:port…]; got {bootstrap!r}")
     replication = read.number("NOVA_KAFKA_REPLICATION_FACTOR", 3, 1, 100)
+    retention_hours = read.number("NOVA_EVENT_RETENTION_HOURS", 168, 1, 100_000)
     return EventSettings(
         kafka_bootstrap=bootstrap,
         kafka_partitions=read.number("NOVA_KAFKA_PARTITIONS", 3, 1, 1000),
@@ -131,8 +132,22 @@ def event_settings(read: EnvReader) -> EventSettings:
         relay_batch_size=read.number("NOVA_RELAY_BATCH_SIZE", 500, 1, 100_000),
         relay_poll_seconds=read.seconds_from_ms("NOVA_RELAY_POLL_MS", 1000, 10, 600_000),
         outbox_retention_seconds=read.number("NOVA_OUTBOX_RETENTION_HOURS", 168, 0, 100_000) * 3600,
-        event_retention_seconds=read.number("NOVA_EVENT_RETENTION_HOURS", 168, 1, 100_000) * 3600,
+        event_retention_seconds=retention_hours * 3600,
+        event_abandon_seconds=_abandon_hours(read, retention_hours) * 3600,
     )
+
+
+def _abandon_hours(read: EnvReader, retention_hours: int) -> int:
+    """NOVA_EVENT_ABANDON_HOURS, no shorter than the retention: a group that stopped while
+    behind would otherwise lose entries younger than the retention promises to keep."""
+    hours = read.number("NOVA_EVENT_ABANDON_HOURS", max(720, retention_hours), 1, 100_000)
+    if hours < retention_hours:
+        raise ConfigError(
+            f"NOVA_EVENT_ABANDON_HOURS ({hours}) must be at least NOVA_EVENT_RETENTION_HOURS "
+            f"({retention_hours}): a consumer group that stopped while behind would lose "
+            "events the retention period promises to keep"
+        )
+    return hours
 
 
 def _kafka_access(read: EnvReader) -> KafkaAccess:

@@ -9,9 +9,11 @@ from services.runtime.auth import MIN_KEY_LENGTH, TokenCodec, development_secret
 from services.runtime.config import Config, ConfigError
 from services.runtime.db import Database, open_database
 from services.runtime.embedded_postgres import embedded_postgres
+from services.runtime.embedded_redis import embedded_redis
 from services.runtime.events import schema as events_schema
 from services.runtime.events.outbox import migrate_outbox
 from services.runtime.migrations import migrate
+from services.runtime.redis_client import open_redis
 from services.runtime.server import RunningServer, start_server
 from services.runtime.spec import ConsumerSpec, Dependencies, ServiceSpec
 
@@ -46,6 +48,17 @@ async def database_url(config: Config) -> AsyncIterator[str]:
             yield dsn
 
 
+@asynccontextmanager
+async def redis_url(config: Config) -> AsyncIterator[str]:
+    """NOVA_REDIS_URL, or else an embedded Redis's (in the data folder) for as long as the
+    block runs."""
+    if config.redis.url is not None:
+        yield config.redis.url
+    else:
+        async with embedded_redis(config.data_dir) as url:
+            yield url
+
+
 def open_event_database(config: Config, dsn: str) -> AbstractAsyncContextManager[Database]:
     """The event machinery's own pool (NOVA_EVENTS_DB_POOL_SIZE) for a process that also
     serves RPCs: the relay's LISTEN and each log subscription pin a connection for good,
@@ -60,10 +73,18 @@ def open_event_database(config: Config, dsn: str) -> AbstractAsyncContextManager
 
 @asynccontextmanager
 async def open_dependencies(
-    config: Config, *, development: bool = True, dsn: str | None = None
+    config: Config,
+    *,
+    development: bool = True,
+    dsn: str | None = None,
+    with_redis: bool = False,
+    redis_address: str | None = None,
 ) -> AsyncIterator[Dependencies]:
-    """The database (`dsn`, else embedded unless NOVA_DATABASE_URL) and the token codec
-    (see signing_key: `development` allows a key of the data folder's)."""
+    """The database (`dsn`, else embedded unless NOVA_DATABASE_URL), the token codec (see
+    signing_key: `development` allows a key of the data folder's) and, `with_redis`, a Redis
+    client (on `redis_address`, else redis_url's). Without `with_redis` no Redis is started
+    or dialled: commands that need none (`nova migrate`, `nova events …`) must not start
+    one beside a running `nova up`."""
     secret = signing_key(config, development=development)
     async with AsyncExitStack() as stack:
         if dsn is None:
@@ -73,13 +94,18 @@ async def open_dependencies(
                 dsn, size=config.db_pool_size, acquire_timeout_ms=config.db_acquire_timeout_ms
             )
         )
+        redis = None
+        if with_redis:
+            if redis_address is None:
+                redis_address = await stack.enter_async_context(redis_url(config))
+            redis = await stack.enter_async_context(open_redis(redis_address, config.redis))
         tokens = TokenCodec(
             secret=secret,
             ttl=timedelta(seconds=config.token_ttl_seconds),
             previous_secrets=config.auth_previous_secrets,
             audience=config.auth_audience,
         )
-        yield Dependencies(config=config, db=db, tokens=tokens)
+        yield Dependencies(config=config, db=db, tokens=tokens, redis=redis)
 
 
 async def migrate_services(

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc import aio
+from redis.asyncio import Redis
 
 from services.runtime.auth import TokenCodec
 from services.runtime.config import Config
@@ -34,11 +35,27 @@ class Dependencies:
     config: Config
     db: Database
     tokens: TokenCodec
+    redis: Redis | None = None
+    """A client of the process's Redis, when it asked for one (ServiceSpec.uses_redis)."""
 
 
 class Runs(Protocol):
     async def run(self, stop: asyncio.Event) -> None:
         """Consumes until `stop` is set."""
+
+
+@dataclass(frozen=True)
+class ConsumerContext:
+    """What a consumer group is built from, in the process that runs it."""
+
+    transport: Transport
+    db: Database
+    """Where its processed-event ids and PostgreSQL effects live."""
+    topics: Sequence[str]
+    """What it subscribes to: every topic of the registry."""
+    config: Config
+    redis: Redis | None = None
+    """The process's Redis, for groups whose SPEC says uses_redis."""
 
 
 @dataclass(frozen=True)
@@ -49,9 +66,9 @@ class ConsumerSpec:
     schema: str
     """The schema of its effects (migrated with the services)."""
     migrations: Path
-    build: Callable[[Transport, Database, Sequence[str]], Runs]
-    """Builds the group's consumer on a transport, with its effects in the database, for
-    the given topics (every topic of the registry)."""
+    build: Callable[[ConsumerContext], Runs]
+    uses_redis: bool = False
+    """Its effects (or some) are in Redis: the process running it opens Redis."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +89,8 @@ class ServiceSpec:
     (nova.<aggregate>.v1); a service with none has no outbox."""
     consumers: tuple[ConsumerSpec, ...] = ()
     """Consumer groups it owns, run beside the registry's own."""
+    uses_redis: bool = False
+    """`nova serve <name>` opens Redis (Dependencies.redis) for it; `nova up` always does."""
 
     @property
     def full_name(self) -> str:
@@ -91,12 +110,18 @@ class Registry:
         cls, services: Sequence[ServiceSpec], consumers: Sequence[ConsumerSpec] = ()
     ) -> Registry:
         """Checks that names, ports, schemas and aggregate types are unique, so two
-        services never share a port, a schema or a topic."""
-        groups = [*consumers, *(group for spec in services for group in spec.consumers)]
+        services never share a port, a schema or a topic. A service's own consumer groups
+        may keep their effects in its schema (the feed's projections); the registry's
+        other groups have schemas of their own."""
+        owned = [group for spec in services for group in spec.consumers]
+        # A service's group passed again (Registry.of(services, registry.consumers)) is
+        # the same group, not a second one.
+        consumers = [group for group in consumers if group not in owned]
+        groups = [*consumers, *owned]
         checked: tuple[tuple[str, list[object]], ...] = (
             ("service name", [spec.name for spec in services]),
             ("default port", [spec.default_port for spec in services]),
-            ("schema", [*(spec.schema for spec in services), *(g.schema for g in groups)]),
+            ("schema", [*(spec.schema for spec in services), *(g.schema for g in consumers)]),
             ("aggregate type", [kind for spec in services for kind in spec.aggregate_types]),
             ("consumer group", [group.group for group in groups]),
         )

@@ -140,7 +140,7 @@ class _Failed(aio.AioRpcError):
 async def bench_feed(options: FeedBench) -> None:
     """Starts the services, seeds them, measures every variant and prints the tables."""
     out = console()
-    async with nova_up(("user", "content")) as server:
+    async with nova_up(("user", "content", "feed")) as server:
         with Progress(console=out) as progress:
             seeded = await seed(
                 server.addresses,

@@ -8,12 +8,12 @@ bench and its test hand this class to build_app / serve_gateway as `loaders`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar, cast
 
 from aiodataloader import DataLoader
 
-from gateway.loaders import Loaders
+from gateway.loaders import CommentsKey, Loaders
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -22,6 +22,11 @@ V = TypeVar("V")
 class PerFieldLoaders(Loaders):
     """Loaders whose DataLoaders neither batch nor cache: a post's author, each of its
     three stats fields and each comment's author are one RPC apiece."""
+
+    async def prefetch(
+        self, comments: Sequence[CommentsKey], *, authors: Sequence[str], commenters: bool
+    ) -> None:
+        """Nothing: without a cache, what it fetched would be fetched again by each field."""
 
     def _loader(
         self, load: Callable[[list[K]], Coroutine[Any, Any, list[V | Exception]]]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -88,7 +89,9 @@ def test_audit_refuses_a_bad_cursor_with_what_to_pass(events_database: str) -> N
     assert "Traceback" not in refused.stderr
 
 
-def test_dead_letters_are_listed_then_replayed_once(events_database: str) -> None:
+def test_dead_letters_are_listed_then_replayed_once_by_their_group(
+    events_database: str,
+) -> None:
     listed = _nova("events", "dlq", database=events_database)
     assert listed.returncode == 0, listed.stderr
     assert "PostLiked" in listed.stdout
@@ -96,12 +99,73 @@ def test_dead_letters_are_listed_then_replayed_once(events_database: str) -> Non
     unknown = _nova("events", "dlq", "replay", "987654", database=events_database)
     assert unknown.returncode == 1
     assert "no dead letter with id 987654" in unknown.stderr
-    replayed = _nova("events", "dlq", "replay", "--group", "audit", database=events_database)
+
+    # No consumer of the group runs yet: the request waits for one, and says so.
+    waiting = _nova(
+        "events", "dlq", "replay", "--group", "audit", "--wait", "0.5", database=events_database
+    )
+    assert waiting.returncode == 0, waiting.stderr
+    assert "asked for the replay of 1 dead letter(s)" in waiting.stdout
+    assert "still waiting after 0.5 s; is a consumer of group 'audit' running" in waiting.stdout
+    assert "replay asked" in _nova("events", "dlq", database=events_database).stdout
+
+    consumer = _nova_running("events", "consume", "--group", "audit", database=events_database)
+    try:
+        replayed = _nova("events", "dlq", "replay", "--group", "audit", database=events_database)
+    finally:
+        consumer.terminate()
+        consumer.wait(30)
     assert replayed.returncode == 0, replayed.stderr
-    assert "replayed 1 dead letter(s)" in replayed.stdout
+    assert ": applied (PostLiked " in replayed.stdout
     assert "no dead letters" in _nova("events", "dlq", database=events_database).stdout
-    log = asyncio.run(_log_event_types(events_database))
-    assert log == ["PostLiked"], "the replay published the event to the log"
+    audited = _nova("events", "audit", "--tenant", str(TENANT), database=events_database)
+    assert "PostLiked" in audited.stdout, "the audit group applied the replayed event"
+    assert asyncio.run(_log_event_types(events_database)) == [], "a replay publishes nothing"
+    again = _nova("events", "dlq", "replay", "--group", "audit", database=events_database)
+    assert "no open dead letters to replay for group 'audit'" in again.stdout
+
+
+def test_a_dead_letter_is_discarded_once(events_database: str) -> None:
+    [letter_id] = asyncio.run(_dead_letter(events_database, "discard-test"))
+    discarded = _nova("events", "dlq", "discard", str(letter_id), database=events_database)
+    assert discarded.returncode == 0, discarded.stderr
+    assert "discarded 1 dead letter(s); 0 parked event(s) behind them" in discarded.stdout
+    shown = _nova("events", "dlq", "--all", "--group", "discard-test", database=events_database)
+    assert "discarded" in shown.stdout
+    twice = _nova("events", "dlq", "discard", str(letter_id), database=events_database)
+    assert twice.returncode == 1
+    assert f"dead letter {letter_id} (discarded at" in twice.stderr
+    assert "is closed and cannot be discarded" in twice.stderr
+    both = _nova("events", "dlq", "discard", "1", "--group", "x", database=events_database)
+    assert both.returncode == 2
+    assert "give dead-letter ids, or --group" in both.stderr
+
+
+async def _dead_letter(url: str, group: str) -> list[int]:
+    post = uuid.uuid4()
+    event = new_event(
+        tenant_id=TENANT,
+        aggregate_type="post",
+        aggregate_id=post,
+        payload=events_pb2.PostLiked(post_id=str(post), user_id="liker-2"),
+    )
+    async with open_database(url, size=1, acquire_timeout_ms=5000) as db, db.connection() as conn:
+        letter_id = await record_dead_letter(
+            conn,
+            group=group,
+            delivery=Delivery(event, event.topic, 0, 7),
+            error="RuntimeError: gone for good",
+            attempts=5,
+        )
+    return [letter_id]
+
+
+def _nova_running(*args: str, database: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOVA_")}
+    env |= {"NOVA_DATABASE_URL": database, "NOVA_LOG_LEVEL": "WARNING"}
+    return subprocess.Popen(
+        [NOVA, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True
+    )
 
 
 async def _log_event_types(url: str) -> list[str]:
@@ -114,11 +178,29 @@ async def _log_event_types(url: str) -> list[str]:
 
 
 def test_replay_moves_a_group_back_and_refuses_a_bad_time(events_database: str) -> None:
-    moved = _nova(
+    past_horizon = _nova(
         "events", "replay", "--group", "audit", "--from", "beginning", database=events_database
+    )
+    assert past_horizon.returncode == 1
+    assert "group 'audit' remembers the events it processed for 168 h" in past_horizon.stderr
+    assert "could apply older events a second time" in past_horizon.stderr
+    moved = _nova(
+        "events",
+        "replay",
+        "--group",
+        "audit",
+        "--from",
+        "beginning",
+        "--allow-repeats",
+        database=events_database,
     )
     assert moved.returncode == 0, moved.stderr
     assert "will re-read postgres from the beginning" in moved.stdout
+    hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    recent = _nova(
+        "events", "replay", "--group", "audit", "--from", hour_ago, database=events_database
+    )
+    assert recent.returncode == 0, recent.stderr
     refused = _nova(
         "events", "replay", "--group", "audit", "--from", "yesterday", database=events_database
     )
@@ -142,7 +224,7 @@ def test_an_unreachable_kafka_is_named_not_a_traceback(events_database: str) -> 
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOVA_")}
     env |= {"NOVA_DATABASE_URL": env_db, "NOVA_KAFKA_BOOTSTRAP": "127.0.0.1:9"}
     result = subprocess.run(
-        [NOVA, "events", "replay", "--group", "audit", "--from", "beginning"],
+        [NOVA, "events", "replay", "--group", "audit", "--from", "beginning", "--allow-repeats"],
         env=env,
         capture_output=True,
         text=True,

@@ -208,7 +208,7 @@ def test_a_created_user_reaches_the_audit_log_through_relay_and_consumer(
 ) -> None:
     """`nova up` runs the relay and the audit consumer on the embedded PostgreSQL log;
     `nova events audit`, run beside it in the same folder, reads what they recorded."""
-    assert any("events" in line and "relay, pruning, audit" in line for line in nova_up.output)
+    assert any("events" in line and "relay, pruning, lag, audit" in line for line in nova_up.output)
     body = '{"handle": "ada", "email": "ada@example.com", "password": "analytical1843"}'
     grpcurl("-d", body, nova_up.endpoints["user"], "nova.user.v1.UserService/CreateUser")
     shown = ""
@@ -229,8 +229,20 @@ def test_a_created_user_reaches_the_audit_log_through_relay_and_consumer(
     assert "handle=ada" in shown, shown
 
 
+def test_an_embedded_redis_answers_on_its_socket_in_the_data_folder(nova_up: NovaUp) -> None:
+    path = nova_up.cwd / ".nova" / "redis" / "redis.sock"
+    assert any(f"redis: embedded Redis in {path.parent}" in line for line in nova_up.output)
+    with socket.socket(socket.AF_UNIX) as redis:
+        redis.connect(str(path))
+        redis.sendall(b"PING\r\n")
+        assert redis.makefile("rb").readline() == b"+PONG\r\n"
+
+
 def test_sigterm_drains_and_exits_cleanly(nova_up: NovaUp) -> None:
     nova_up.process.send_signal(signal.SIGTERM)
     remaining, _ = nova_up.process.communicate(timeout=60)
     assert nova_up.process.returncode == 0, remaining
     assert "nova: draining" in remaining
+    redis = nova_up.cwd / ".nova" / "redis"
+    assert (redis / "dump.rdb").is_file(), "Redis was not stopped with its snapshot"
+    assert not (redis / "redis.sock").exists()

@@ -8,6 +8,13 @@ one `count + 1` per event), which would show any event applied twice; the audit 
 rows are counted too. The workload writes through the services' repositories, so events
 come from the real outbox path; it uses a tenant of its own, so other tests' events on a
 shared broker do not enter the counts.
+
+Two bad things ride in the stream, as they would in production: a record that is not an
+event (written straight to the transport by "another producer") and an event the audit
+consumer cannot handle (a payload type this build does not know). The first is
+dead-lettered and passed; the second is dead-lettered and the later events of its post
+(likes) are parked behind it, while the rest flows on. At the end `nova events dlq discard`
+gives up on both, the parked likes are applied, and the counts must still be exact.
 """
 
 from __future__ import annotations
@@ -20,15 +27,21 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from services.audit.consumer import GROUP
+from services.content.events import post_liked
 from services.content.repository import ContentRepository
 from services.registry import REGISTRY
 from services.runtime.db import Database, open_database
+from services.runtime.events import outbox
+from services.runtime.events.dead_letters import list_dead_letters
+from services.runtime.events.model import topic_for
+from services.runtime.events.pglog import _PUBLISH_LOCK
 from services.runtime.events.settings import EventSettings
 from services.runtime.events.transports import open_transport
 from services.runtime.process import migrate_services
@@ -42,6 +55,9 @@ POSTS = 900
 LIKES = 700
 FOLLOWS = 250
 KILLS_EACH = 3
+HELD_LIKES = 6
+"""Likes of the post whose event cannot be handled: parked behind its dead letter."""
+GARBAGE = b"\xff\xfe not an event envelope"
 
 
 @pytest.fixture
@@ -82,9 +98,10 @@ class Worker:
                 self.process.wait()
 
 
-async def _workload(db: Database, tenant: uuid.UUID) -> int:
-    """USERS users, POSTS posts, LIKES likes and FOLLOWS follows, 8 writes at a time;
-    returns the number of writes (each emits one event)."""
+async def _workload(db: Database, tenant: uuid.UUID, kafka: str | None) -> int:
+    """USERS users, POSTS posts, LIKES likes and FOLLOWS follows, 8 writes at a time,
+    with the two bad records after the posts and HELD_LIKES likes of the post with the
+    unhandled event; returns the number of good writes (each emits one event)."""
     users_repo, content = UserRepository(db), ContentRepository(db)
     rng = random.Random(7)
     limit = asyncio.Semaphore(8)
@@ -118,8 +135,10 @@ async def _workload(db: Database, tenant: uuid.UUID) -> int:
         return created.id
 
     posts = await asyncio.gather(*(post(index) for index in range(POSTS)))
-    likes = {(rng.choice(posts), rng.choice(users)) for _ in range(LIKES * 2)}
-    likes_list = sorted(likes)[:LIKES]
+    held, others = posts[0], posts[1:]
+    await _write_bad_records(db, tenant, held, kafka)
+    likes = {(rng.choice(others), rng.choice(users)) for _ in range(LIKES * 2)}
+    likes_list = sorted(likes)[:LIKES] + [(held, user) for user in users[:HELD_LIKES]]
     await asyncio.gather(
         *(
             bounded(content.like_post(tenant_id=tenant, post_id=post, user_id=user))
@@ -137,6 +156,41 @@ async def _workload(db: Database, tenant: uuid.UUID) -> int:
     return len(users) + len(posts) + len(likes_list) + len(follows_list)
 
 
+async def _write_bad_records(
+    db: Database, tenant: uuid.UUID, post: uuid.UUID, kafka: str | None
+) -> None:
+    """An event of `post` whose payload type this build does not know, through the
+    content outbox; and a record that is not an event, straight onto the transport."""
+    event = post_liked(tenant, post, uuid.uuid4())
+    envelope = event.decode()
+    envelope.event_type = "PostPromoted"
+    envelope.payload.type_url = "type.googleapis.com/nova.events.v2.PostPromoted"
+    unknown = replace(event, event_type="PostPromoted", envelope=envelope.SerializeToString())
+    async with db.transaction() as conn:
+        await outbox.append(conn, "content_service", [unknown])
+    await _write_garbage(db, kafka, topic_for("post"))
+
+
+async def _write_garbage(db: Database, kafka: str | None, topic: str) -> None:
+    if kafka is None:
+        async with db.transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _PUBLISH_LOCK)
+            await conn.execute(
+                """INSERT INTO nova_events.log (topic, key, event_id, event_type, envelope)
+                   VALUES ($1, 'garbage', $2, 'Garbage', $3)""",
+                topic,
+                uuid.uuid4(),
+                GARBAGE,
+            )
+        return
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all", enable_idempotence=False)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value=GARBAGE, key=b"garbage")
+    finally:
+        await producer.stop()
+
+
 async def _killer(workers: list[Worker], done: asyncio.Event) -> None:
     """Kills a random worker at a random moment and starts it again, until the workload is
     done and each was killed KILLS_EACH times."""
@@ -148,18 +202,20 @@ async def _killer(workers: list[Worker], done: asyncio.Event) -> None:
         victim.start()
 
 
-async def _settled(db: Database, tenant: uuid.UUID, expected: int) -> tuple[int, int]:
-    """Waits (up to 90 s) until the outboxes are empty and the tally reaches `expected`;
-    returns (tally, audit rows)."""
+async def _settled(
+    db: Database, tenant: uuid.UUID, expected: int, parked: int = 0
+) -> tuple[int, int]:
+    """Waits (up to 90 s) until the outboxes are empty, `parked` events wait in the audit
+    group's parking and the tally reaches `expected`; returns (tally, audit rows)."""
     tally = rows = 0
     for _ in range(900):
         async with db.connection() as conn:
             unsent = sum(
                 [
                     await conn.fetchval(
-                        f"SELECT count(*) FROM {spec.schema}.outbox WHERE sent_at IS NULL"
+                        f"SELECT count(*) FROM {schema}.outbox WHERE sent_at IS NULL"
                     )
-                    for spec in REGISTRY.services.values()
+                    for schema in REGISTRY.outbox_schemas
                 ]
             )
             tally = await conn.fetchval(
@@ -170,7 +226,10 @@ async def _settled(db: Database, tenant: uuid.UUID, expected: int) -> tuple[int,
             rows = await conn.fetchval(
                 "SELECT count(*) FROM audit_service.audit_log WHERE tenant_id = $1", tenant
             )
-        if unsent == 0 and tally >= expected and rows >= expected:
+            waiting = await conn.fetchval(
+                "SELECT count(*) FROM nova_events.parked WHERE group_name = $1", GROUP
+            )
+        if unsent == 0 and tally >= expected and rows >= expected and waiting == parked:
             await asyncio.sleep(1)  # anything late would show now as an extra effect
             async with db.connection() as conn:
                 tally = await conn.fetchval(
@@ -233,9 +292,20 @@ async def _crash_test(crash_database: str, tmp_path: Path, *, kafka: str | None)
         try:
             done = asyncio.Event()
             killer = asyncio.create_task(_killer(workers, done))
-            writes = await _workload(db, tenant)
+            writes = await _workload(db, tenant, kafka)
             done.set()
             await killer
+            # Everything but the held post's likes is applied; they wait behind its letter.
+            held_tally, _ = await _settled(db, tenant, writes - HELD_LIKES, parked=HELD_LIKES)
+            letters = await list_dead_letters(db, GROUP)
+            discard = await asyncio.create_subprocess_exec(
+                NOVA,
+                *("events", "dlq", "discard", "--group", GROUP),
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            out, err = await asyncio.wait_for(discard.communicate(), 60)
             tally, rows = await _settled(db, tenant, writes)
         finally:
             for worker in workers:
@@ -243,15 +313,22 @@ async def _crash_test(crash_database: str, tmp_path: Path, *, kafka: str | None)
         async with db.connection() as conn:
             ours = {
                 row["event_id"]
-                for spec in REGISTRY.services.values()
+                for schema in REGISTRY.outbox_schemas
                 for row in await conn.fetch(
-                    f"SELECT event_id FROM {spec.schema}.outbox WHERE tenant_id = $1", tenant
+                    f"SELECT event_id FROM {schema}.outbox WHERE tenant_id = $1", tenant
                 )
             }
         published = await _published_ids(db, kafka, ours)
     logs = "\n".join(w.log.read_text(errors="replace")[-2000:] for w in workers)
+    assert held_tally == writes - HELD_LIKES, f"{held_tally} effects before the discard\n{logs}"
+    assert sorted(letter.event_type for letter in letters) == ["(undecodable)", "PostPromoted"]
+    [unknown] = [letter for letter in letters if letter.event_type == "PostPromoted"]
+    assert unknown.parked == HELD_LIKES
+    assert "payload type 'nova.events.v2.PostPromoted' is unknown" in unknown.error
+    assert discard.returncode == 0, err.decode()
+    assert f"discarded 2 dead letter(s); {HELD_LIKES} parked event(s)" in out.decode()
     assert all(worker.kills >= KILLS_EACH for worker in workers)
-    assert len(ours) == writes, "every write put exactly one event in its outbox"
+    assert len(ours) == writes + 1, "each write put one event in its outbox (+ the unknown)"
     assert published == ours, f"{len(ours - published)} events never published\n{logs}"
     assert rows == writes, f"audit log has {rows} rows for {writes} events\n{logs}"
     assert tally == writes, f"the tally counted {tally} effects for {writes} events\n{logs}"

@@ -24,7 +24,8 @@ from services.runtime.process import EVENTS_APPLICATION_NAME
 from tests.conftest import fresh_database
 
 RPC_POOL = 2
-EVENT_POOL = 3
+EVENT_POOL = 3 + 2 * len(REGISTRY.consumers)
+"""The least `nova up` accepts for the relay and the registry's consumer groups."""
 
 
 @pytest.fixture
@@ -85,7 +86,7 @@ async def test_rpcs_answer_while_every_event_connection_is_taken(
     address = line.split()[-1]
 
     async with AsyncExitStack() as held:
-        # Take whatever the relay's LISTEN and the audit subscription left free.
+        # Take whatever the relay's LISTEN and the groups' subscriptions left free.
         taken = await _take_free(held, events_db)
         assert 1 <= taken <= EVENT_POOL
         with pytest.raises(ResourceExhausted, match="the database is busy"):
@@ -131,6 +132,24 @@ def test_the_event_pool_size_is_bounded(value: str, accepted: bool) -> None:
             Config.from_env(env, default_ports=REGISTRY.default_ports)
 
 
-def test_the_event_pool_defaults_to_four_beside_an_unchanged_rpc_pool() -> None:
+def test_the_event_pool_defaults_to_eight_beside_an_unchanged_rpc_pool() -> None:
     config = Config.from_env({}, default_ports=REGISTRY.default_ports)
-    assert (config.events_db_pool_size, config.db_pool_size) == (4, 10)
+    assert (config.events_db_pool_size, config.db_pool_size) == (8, 10)
+
+
+async def test_an_event_pool_too_small_for_the_groups_is_refused_at_start(
+    server_url: str, tmp_path: Path
+) -> None:
+    env = {f"NOVA_{name.upper()}_PORT": "0" for name in REGISTRY.services}
+    env |= {
+        "NOVA_DATA_DIR": str(tmp_path / "data"),
+        "NOVA_AUTH_SECRET": "pool-secret-" + "x" * 40,
+        "NOVA_EVENTS_DB_POOL_SIZE": str(EVENT_POOL - 1),
+    }
+    async with fresh_database(server_url, "eventpool") as url:
+        config = Config.from_env(
+            env | {"NOVA_DATABASE_URL": url}, default_ports=REGISTRY.default_ports
+        )
+        with pytest.raises(ConfigError, match=f"need at least {EVENT_POOL} connections"):
+            async with running(config, REGISTRY, list(REGISTRY.services), None, events=True):
+                pass

@@ -27,7 +27,7 @@ from services.runtime.events.consumer import ANY_EVENT, Consumer, ConsumerSettin
 from services.runtime.events.dead_letters import (
     DeadLetter,
     list_dead_letters,
-    replay_dead_letters,
+    request_replay,
 )
 from services.runtime.events.envelope import new_event
 from services.runtime.events.kafka import KafkaTransport
@@ -135,10 +135,9 @@ async def _check_dead_lettered_and_moved_on(
     assert (second.stats.dead_lettered, second.stats.processed) == (0, 1)
     assert await _applied(db, group) == [good.event_id, later.event_id]
 
-    async with transport.publisher() as publisher:
-        with pytest.raises(InvalidArgument, match=r"is not an event and cannot be replayed"):
-            await replay_dead_letters(db, publisher, [letter.id])
-        assert await replay_dead_letters(db, publisher, group=group) == []
+    with pytest.raises(InvalidArgument, match=r"is not an event and cannot be replayed"):
+        await request_replay(db, [letter.id])
+    assert await request_replay(db, group=group) == []
     [still] = await list_dead_letters(db, group)
     assert (still.id, still.replayed_at) == (letter.id, None)
     return letter

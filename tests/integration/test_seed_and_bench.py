@@ -3,6 +3,7 @@ runs end to end against its own server subprocess."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from nova.common.v1 import page_pb2
 from nova.content.v1 import content_pb2, content_pb2_grpc
 from nova.user.v1 import user_pb2
 from services.cli.seed import DEMO_PASSWORD, SeedError, SeedPlan, seed
+from tests.conftest import EventsSettled, fresh_database
 
 if TYPE_CHECKING:
     from nova.user.v1.user_pb2_grpc import UserServiceAsyncStub
@@ -31,7 +33,10 @@ REPOSITORY = Path(__file__).parents[2]
 
 
 async def test_seed_creates_the_users_follows_posts_comments_and_likes_it_reports(
-    addresses: dict[str, str], channels: dict[str, aio.Channel], users: UserServiceAsyncStub
+    addresses: dict[str, str],
+    channels: dict[str, aio.Channel],
+    users: UserServiceAsyncStub,
+    feed_events: EventsSettled,
 ) -> None:
     seeded = await seed(addresses, PLAN, concurrency=4, rng_seed=7)
 
@@ -110,17 +115,22 @@ def test_nova_seed_reports_an_rpc_failure_in_one_line_without_a_traceback(
     assert "UNAVAILABLE" in error_lines[0]
 
 
-def test_bench_rpc_serves_seeds_and_measures_every_rpc(database_url: str, tmp_path: Path) -> None:
-    env = {**_env(tmp_path), "NOVA_DATABASE_URL": database_url}
+async def test_bench_rpc_serves_seeds_and_measures_every_rpc(
+    server_url: str, tmp_path: Path
+) -> None:
     arguments = ["--rate", "50", "--duration", "1", "--warmup", "0.2", "--users", "5"]
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.bench", "rpc", *arguments],
-        cwd=REPOSITORY,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    # A database of its own: its `nova up` runs the consumer groups, which on the session's
+    # database would wait behind this session's members of the same groups.
+    async with fresh_database(server_url, "benchrpc") as url:
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "tests.bench", "rpc", *arguments],
+            cwd=REPOSITORY,
+            env={**_env(tmp_path), "NOVA_DATABASE_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert done.returncode == 0, done.stderr
     rows = Counter(
         name

@@ -12,7 +12,7 @@ from graphql.execution.values import get_variable_values
 from gateway.documents import prepare, validation_rules
 from gateway.errors import LimitExceeded
 from gateway.limits import FIELD_WEIGHTS, actual_cost, check_cost
-from gateway.resolvers.feed import FOLLOWING_CALLS, MAX_AUTHORS, WORK
+from gateway.resolvers.feed import PULL_AUTHORS, WORK
 from gateway.schema import Schema, build_schema
 from gateway.settings import GatewaySettings
 from tests.bench.feed import FEED_QUERY as BENCH_FEED_QUERY
@@ -56,9 +56,8 @@ def cost_of(
     return check_cost(schema.graphql, document, operation, coerced, settings)
 
 
-def test_a_home_feed_weighs_its_follows_and_its_rpcs() -> None:
-    assert FOLLOWING_CALLS == 10
-    assert WORK == MAX_AUTHORS + FOLLOWING_CALLS + 1 == 1011
+def test_a_home_feed_weighs_its_worst_case_pull_and_its_rpcs() -> None:
+    assert WORK == PULL_AUTHORS + 2 == 1002
     assert FIELD_WEIGHTS == {"Query.homeFeed": WORK}
 
 

@@ -9,8 +9,12 @@ How, for effects in PostgreSQL (`Consumer.on`) and in Redis (`Consumer.on_redis`
 effects.py's part.
 
 A handler that raises is retried `max_attempts` times with a doubling backoff; then the
-event goes to nova_events.dead_letters (dead_letters.py lists and replays them) and the
-consumer moves on, so one poison event does not stop its group. A record that is not an
+event goes to nova_events.dead_letters (dead_letters.py lists them) and the consumer moves
+on, so one poison event does not stop its group. Its aggregate is held back meanwhile: the
+group parks that aggregate's later events, in order, rather than applying them before it
+(parking.py). Between batches (at most every `maintenance_interval_seconds`) the consumer
+applies the replays asked of its group (`nova events dlq replay`) and then the parked
+events of aggregates no open letter holds back any more. A record that is not an
 event at all (a Kafka tombstone, another producer's message, corrupt bytes in the log)
 goes to the dead letters at once, with its raw bytes, position and why, and the consumer
 moves past it the same way. Infrastructure errors
@@ -26,8 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import asyncpg
 import structlog
@@ -39,7 +44,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from nova.events.v1 import events_pb2
 from services.runtime.db import Database
 from services.runtime.errors import ResourceExhausted
-from services.runtime.events.dead_letters import record_dead_letter
+from services.runtime.events import parking
+from services.runtime.events.dead_letters import (
+    DeadLetter,
+    mark_replayed,
+    record_dead_letter,
+    requested_replays,
+)
 from services.runtime.events.effects import (
     NotRetryable,
     PostgresHandler,
@@ -48,7 +59,7 @@ from services.runtime.events.effects import (
     describe,
     mark_processed,
 )
-from services.runtime.events.model import Delivery, Event, Transport
+from services.runtime.events.model import Delivery, Event, Transport, UndecodableRecord
 
 _log = structlog.get_logger("nova.events.consumer")
 _tracer = trace.get_tracer("nova.events")
@@ -84,6 +95,9 @@ class ConsumerSettings:
     """Pause after the first failed attempt; doubles per attempt, capped at 2 s."""
     redis_marker_ttl_seconds: int = 7 * 86400
     """How long a Redis handler's processed marker is kept (its duplicate window)."""
+    maintenance_interval_seconds: float = 1.0
+    """How often, at most, the consumer looks for replays asked of its group and for
+    parked events it may release (how long `nova events dlq replay` waits, at least)."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_attempts < 1:
@@ -108,6 +122,12 @@ class ConsumerStats:
     """Events of a type without a handler."""
     retries: int = 0
     dead_lettered: int = 0
+    parked: int = 0
+    """Events held back behind a dead letter of their aggregate."""
+    released: int = 0
+    """Parked events applied (or found duplicates) once their aggregate was released."""
+    replayed: int = 0
+    """Dead letters applied again on request."""
     batches: int = 0
 
 
@@ -132,6 +152,7 @@ class Consumer:
     meter: metrics.Meter | None = None
     stats: ConsumerStats = field(default_factory=ConsumerStats, init=False)
     _routes: dict[str, _Route] = field(default_factory=dict, init=False, repr=False)
+    _next_maintenance: float = field(default=0.0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         meter = self.meter if self.meter is not None else metrics.get_meter("nova.events")
@@ -149,6 +170,11 @@ class Consumer:
             "nova.events.dead_lettered",
             unit="{event}",
             description="Events whose handler failed every attempt, moved to dead_letters.",
+        )
+        self._parked = meter.create_counter(
+            "nova.events.parked",
+            unit="{event}",
+            description="Events held back behind a dead letter of their aggregate.",
         )
 
     def on(self, event_types: str | Iterable[str], handler: PostgresHandler) -> None:
@@ -192,6 +218,7 @@ class Consumer:
                             if deliveries:
                                 await self.process(deliveries)
                                 await subscription.commit(deliveries)
+                            await self._maintain_when_due()
                             backoff = 0.1
                 except Exception as error:  # a dependency or the transport failed
                     _log.warning(
@@ -215,21 +242,107 @@ class Consumer:
         savepoint of its own (one commit per batch instead of one per event: several
         times the throughput). The first whose handler fails ends that transaction with
         what came before it committed, and goes through the one-event path (retries,
-        then the dead letters); the run continues after it, so order is kept."""
+        then the dead letters); the run continues after it, so order is kept. An event of
+        an aggregate held back by a dead letter is parked instead."""
+        async with self.db.connection() as conn:
+            held = await parking.held(conn, self.group, deliveries)
         index = 0
         while index < len(deliveries):
-            index, failure = await self._apply_run(deliveries, index)
+            index, failure = await self._apply_run(deliveries, index, held)
             if index < len(deliveries):
-                await self._deliver(deliveries[index], failure)
+                delivery = deliveries[index]
+                if failure is None and _aggregate(delivery) in held:
+                    await self._park(delivery)
+                elif not await self._deliver(delivery, failure):
+                    held.add(_aggregate(delivery))
                 index += 1
         self.stats.batches += 1
 
+    async def maintain(self) -> None:
+        """Applies the replays asked of this group, then the parked events of aggregates
+        that no open dead letter holds back (replayed, discarded, or drained by a release
+        that was cut short). Raises only for infrastructure errors."""
+        async with self.db.connection() as conn:
+            letters = await requested_replays(conn, self.group, _MAINTENANCE_BATCH)
+        for letter in letters:
+            await self._replay(letter)
+        while True:
+            async with self.db.connection() as conn:
+                aggregates = await parking.releasable(conn, self.group, _MAINTENANCE_BATCH)
+            for aggregate in aggregates:
+                await self._release(aggregate)
+            if len(aggregates) < _MAINTENANCE_BATCH:
+                return
+
+    async def _maintain_when_due(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now >= self._next_maintenance:
+            self._next_maintenance = now + self.settings.maintenance_interval_seconds
+            await self.maintain()
+
+    async def _replay(self, letter: DeadLetter) -> None:
+        try:
+            delivery = letter.delivery
+        except UndecodableRecord:  # never asked for (request_replay refuses it)
+            return
+        _log.info(
+            "replaying dead letter",
+            group=self.group,
+            dead_letter_id=letter.id,
+            event_id=str(letter.event_id),
+            event_type=letter.event_type,
+        )
+        if await self._deliver(delivery, also=partial(_mark_replayed, letter.id)):
+            self.stats.replayed += 1
+
+    async def _release(self, aggregate: parking.Aggregate) -> None:
+        """Applies the aggregate's parked events in order until none is left or one is
+        dead-lettered (which holds the aggregate again). Two members releasing the same
+        aggregate keep the order too: each applies the first parked event before reading
+        the next, and the processed-event record makes the second application a duplicate."""
+        released = 0
+        while True:
+            async with self.db.connection() as conn:
+                parked = await parking.next_parked(conn, self.group, aggregate)
+            if parked is None:
+                break
+            unpark = partial(_unpark, parked.id)
+            done = await self._deliver(parked.delivery, also=unpark, dead_lettered=unpark)
+            released += 1
+            self.stats.released += 1
+            if not done:
+                break
+        if released:
+            _log.info(
+                "released parked events",
+                group=self.group,
+                topic=aggregate[0],
+                aggregate_id=aggregate[1],
+                events=released,
+            )
+
+    async def _park(self, delivery: Delivery) -> None:
+        async with self.db.connection() as conn:
+            await parking.park(conn, self.group, delivery)
+        event = delivery.event
+        self.stats.parked += 1
+        self._parked.add(1, {"group": self.group})
+        _log.warning(
+            "event parked behind a dead letter of its aggregate",
+            group=self.group,
+            event_id=str(event.event_id),
+            event_type=event.event_type,
+            topic=delivery.topic,
+            aggregate_id=event.aggregate_id,
+            offset=delivery.offset,
+        )
+
     async def _apply_run(
-        self, deliveries: Sequence[Delivery], start: int
+        self, deliveries: Sequence[Delivery], start: int, held: set[parking.Aggregate]
     ) -> tuple[int, Exception | None]:
-        """Applies deliveries[start:] in one transaction until one has a Redis handler or
-        its handler fails; returns that one's index (len(deliveries) if none did) and the
-        failure."""
+        """Applies deliveries[start:] in one transaction until one has a Redis handler,
+        is held back, or its handler fails; returns that one's index (len(deliveries) if
+        none did) and the failure."""
         applied: list[Event] = []
         failure: Exception | None = None
         duplicates = skipped = 0
@@ -237,6 +350,8 @@ class Consumer:
         async with self.db.transaction() as conn:
             for index in range(start, len(deliveries)):
                 if deliveries[index].undecodable is not None:
+                    break
+                if held and _aggregate(deliveries[index]) in held:
                     break
                 event = deliveries[index].event
                 route = self._routes.get(event.event_type) or self._routes.get(ANY_EVENT)
@@ -289,19 +404,32 @@ class Consumer:
             },
         )
 
-    async def _deliver(self, delivery: Delivery, first_failure: Exception | None = None) -> None:
-        """One delivery with retries, then the dead letters; `first_failure` is how its
-        first attempt (made in a batch's transaction) failed."""
+    async def _deliver(
+        self,
+        delivery: Delivery,
+        first_failure: Exception | None = None,
+        *,
+        also: _Step | None = None,
+        dead_lettered: _Step | None = None,
+    ) -> bool:
+        """One delivery with retries, then the dead letters; False if it was dead-lettered.
+        `first_failure` is how its first attempt (made in a batch's transaction) failed;
+        `also` runs in the transaction of the effect (after it for a Redis effect), and
+        `dead_lettered` in that of the dead letter."""
         event = delivery.event
         if delivery.undecodable is not None:
             # No handler can run on it, and retrying cannot help: straight to the dead
             # letters (every group that reads it records its own), then move past it.
-            await self._dead_letter(delivery, f"undecodable record: {delivery.undecodable}", 0)
-            return
+            reason = f"undecodable record: {delivery.undecodable}"
+            await self._dead_letter(delivery, reason, 0, dead_lettered)
+            return False
         route = self._routes.get(event.event_type) or self._routes.get(ANY_EVENT)
         if route is None:
             self.stats.skipped += 1
-            return
+            if also is not None:
+                async with self.db.transaction() as conn:
+                    await also(conn)
+            return True
         envelope = event.decode()
         with self._span(delivery, envelope):
             attempt = 0
@@ -311,14 +439,14 @@ class Consumer:
                     if first_failure is not None:
                         error, first_failure = first_failure, None
                         raise error
-                    applied = await self._apply(route, event, envelope)
+                    applied = await self._apply(route, event, envelope, also)
                     break
                 except TRANSIENT_ERRORS:
                     raise
                 except Exception as error:
                     if isinstance(error, NotRetryable) or attempt >= self.settings.max_attempts:
-                        await self._dead_letter(delivery, error, attempt)
-                        return
+                        await self._dead_letter(delivery, error, attempt, dead_lettered)
+                        return False
                     pause = min(
                         self.settings.retry_backoff_seconds * 2 ** (attempt - 1),
                         _MAX_RETRY_BACKOFF_SECONDS,
@@ -340,32 +468,53 @@ class Consumer:
         else:
             self.stats.duplicates += 1
             self._duplicates.add(1, {"group": self.group})
+        return True
 
-    async def _apply(self, route: _Route, event: Event, envelope: events_pb2.EventEnvelope) -> bool:
+    async def _apply(
+        self,
+        route: _Route,
+        event: Event,
+        envelope: events_pb2.EventEnvelope,
+        also: _Step | None = None,
+    ) -> bool:
         """One attempt: True if the effect was applied now, False for a duplicate."""
         if route.postgres is not None:
             async with self.db.transaction() as conn:
-                if not await mark_processed(conn, self.group, event.event_id):
-                    return False
-                await route.postgres(conn, event, envelope)
-            return True
+                applied = await mark_processed(conn, self.group, event.event_id)
+                if applied:
+                    await route.postgres(conn, event, envelope)
+                if also is not None:
+                    await also(conn)
+            return applied
         handler = route.redis
         assert handler is not None
         assert self.redis is not None
-        return await apply_in_redis(
+        applied = await apply_in_redis(
             self.redis,
             f"nova:processed:{self.group}:{event.event_id}",
             self.settings.redis_marker_ttl_seconds,
             lambda pipe: handler(pipe, event, envelope),
         )
+        if also is not None:  # after the effect: if this is lost, the retry is a duplicate
+            async with self.db.transaction() as conn:
+                await also(conn)
+        return applied
 
-    async def _dead_letter(self, delivery: Delivery, error: Exception | str, attempts: int) -> None:
+    async def _dead_letter(
+        self,
+        delivery: Delivery,
+        error: Exception | str,
+        attempts: int,
+        also: _Step | None = None,
+    ) -> None:
         event = delivery.event
         text = error if isinstance(error, str) else describe(error)
-        async with self.db.connection() as conn:
+        async with self.db.transaction() as conn:
             dead_letter_id = await record_dead_letter(
                 conn, group=self.group, delivery=delivery, error=text, attempts=attempts
             )
+            if also is not None:
+                await also(conn)
         self.stats.dead_lettered += 1
         self._dead_lettered.add(1, {"group": self.group, "event_type": event.event_type})
         _log.error(
@@ -383,3 +532,21 @@ class Consumer:
 
 def _names(event_types: str | Iterable[str]) -> list[str]:
     return [event_types] if isinstance(event_types, str) else list(event_types)
+
+
+_Step = Callable[[asyncpg.Connection], Awaitable[None]]
+"""A statement that commits together with an effect or a dead letter."""
+
+_MAINTENANCE_BATCH = 100
+
+
+def _aggregate(delivery: Delivery) -> parking.Aggregate:
+    return parking.aggregate_of(delivery.event, delivery.topic)
+
+
+async def _mark_replayed(dead_letter_id: int, conn: asyncpg.Connection) -> None:
+    await mark_replayed(conn, dead_letter_id)
+
+
+async def _unpark(parked_id: int, conn: asyncpg.Connection) -> None:
+    await parking.unpark(conn, parked_id)

@@ -17,7 +17,8 @@ of silently starting at whatever the broker still holds. Producer, consumers and
 client connect with the same TLS/SASL options (KafkaAccess).
 
 Consumers are plain consumer-group members with manual commits: a restarted member
-re-reads everything after the group's last commit.
+re-reads everything after the group's last commit. `lag` (kafka_lag.py) compares those
+commits with the partitions' ends.
 
 Rewind sets the group's committed offsets. Two things the Tansu broker does differently
 from Kafka shape how:
@@ -58,7 +59,14 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.group import LeaveGroupRequest
 
-from services.runtime.events.model import Delivery, Event, GroupActiveError, TransportError
+from services.runtime.events.kafka_lag import kafka_lag
+from services.runtime.events.model import (
+    Delivery,
+    Event,
+    GroupActiveError,
+    GroupLag,
+    TransportError,
+)
 from services.runtime.events.settings import EventSettings, KafkaAccess
 
 _SCAN_POLL_MS = 100
@@ -211,6 +219,21 @@ class KafkaTransport:
         await self.ensure_topics(topics)
         targets = await self._offsets_at(topics, since)
         await self._commit_as_only_member(group, topics, targets)
+
+    async def lag(self, group: str, topics: Sequence[str] = ()) -> GroupLag:
+        if self._admin is None:
+            raise RuntimeError("KafkaTransport is used outside `async with`")
+        reader = self._consumer(None, fetch_max_wait_ms=_SCAN_POLL_MS)
+        try:
+            await reader.start()
+            return await kafka_lag(self._admin, reader, group, topics)
+        finally:
+            await reader.stop()
+
+    async def groups(self) -> list[str]:
+        if self._admin is None:
+            raise RuntimeError("KafkaTransport is used outside `async with`")
+        return sorted(name for name, *_ in await self._admin.list_consumer_groups())
 
     def _check_within_retention(self, since: datetime | None) -> None:
         """Refuses a `since` older than the retention: the broker no longer holds those

@@ -10,7 +10,7 @@ transport.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -144,6 +144,41 @@ class Delivery:
         return Delivery(stand_in, topic, partition, offset, undecodable=reason)
 
 
+@dataclass(frozen=True, slots=True)
+class TopicLag:
+    """How far a consumer group is behind on one topic."""
+
+    topic: str
+    positions: Mapping[int, int | None]
+    """Per partition, the group's committed position (None: it has committed nothing
+    there): on the PostgreSQL log (partition 0) the last seq it processed, on Kafka the
+    offset it reads next."""
+    events: int
+    """Events of the topic after those positions (all it holds where none is committed)."""
+    seconds: float
+    """Age of the oldest of them, 0 when caught up: how late the group's effects are."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupLag:
+    """A consumer group's lag per topic, and who is consuming."""
+
+    group: str
+    topics: tuple[TopicLag, ...]
+    members: int
+    """Members consuming now (the PostgreSQL log's group has one active member at most)."""
+    standby: int = 0
+    """Members waiting to take over (only the PostgreSQL log has them)."""
+
+    @property
+    def events(self) -> int:
+        return sum(topic.events for topic in self.topics)
+
+    @property
+    def seconds(self) -> float:
+        return max((topic.seconds for topic in self.topics), default=0.0)
+
+
 class Publisher(Protocol):
     async def publish(self, events: Sequence[Event]) -> None:
         """Returns once every event is durably stored by the transport, in the order
@@ -175,3 +210,10 @@ class Transport(Protocol):
         """Moves the group's committed position back (or forward) to the first event
         published at or after `since` (None: the beginning of the log). The group's
         consumers must be stopped; they re-read from there when they start."""
+
+    async def lag(self, group: str, topics: Sequence[str] = ()) -> GroupLag:
+        """How far `group` is behind on `topics` and on every other topic it has committed
+        positions on, and its members; reads only, so it works while the group runs."""
+
+    async def groups(self) -> list[str]:
+        """The consumer groups the transport holds committed positions for, by name."""

@@ -15,12 +15,18 @@ the standby takes over from the committed offsets. That connection also carries 
 LISTEN and the subscription's queries; closing the subscription removes the listener, and
 the pool's reset on release (UNLISTEN *, pg_advisory_unlock_all) ends the LISTEN and the
 lock (a connection that broke has lost both already).
+
+Subscribing registers the group: it gets an offsets row per topic (at 0 when new), and its
+active member refreshes the rows' `seen_at` on each commit and every 20 s between them. The
+log's retention keeps what a group seen lately has not committed (retention.py), and
+`lag` (pglog_lag.py) reads the same rows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -29,12 +35,16 @@ from datetime import datetime
 import asyncpg
 
 from services.runtime.db import Database
-from services.runtime.events.model import Delivery, Event, GroupActiveError
+from services.runtime.events.model import Delivery, Event, GroupActiveError, GroupLag
+from services.runtime.events.pglog_lag import group_names, postgres_lag
 
 CHANNEL = "nova_events"
 """The NOTIFY channel; each notification's payload is a topic that has new rows."""
 
 _RECHECK_SECONDS = 1.0
+_SEEN_EVERY_SECONDS = 20.0
+"""How often an active member marks all its topics' rows seen (a commit marks only the
+topics it commits), so retention knows the group is alive even on topics that are quiet."""
 _GROUP_LOCK_WAIT_MS = 10_000
 """How long one wait for the group lock lasts before it is retried; below the pool's
 command timeout, so a standby member can wait forever without its query timing out."""
@@ -75,21 +85,29 @@ ORDER BY l.seq
 LIMIT $3
 """
 
-_COMMITTED = """
-SELECT topic, seq FROM nova_events.offsets WHERE group_name = $1 AND topic = ANY($2::text[])
+_REGISTER = """
+INSERT INTO nova_events.offsets AS o (group_name, topic, seq)
+SELECT $1, topic, 0 FROM unnest($2::text[]) AS t(topic)
+ON CONFLICT (group_name, topic) DO UPDATE SET seen_at = now()
+RETURNING topic, seq
+"""
+
+_SEEN = """
+UPDATE nova_events.offsets SET seen_at = now() WHERE group_name = $1 AND topic = ANY($2::text[])
 """
 
 _COMMIT = """
 INSERT INTO nova_events.offsets AS o (group_name, topic, seq)
 SELECT $1, topic, seq FROM unnest($2::text[], $3::bigint[]) AS c(topic, seq)
 ON CONFLICT (group_name, topic) DO UPDATE
-    SET seq = greatest(o.seq, excluded.seq), updated_at = now()
+    SET seq = greatest(o.seq, excluded.seq), updated_at = now(), seen_at = now()
 """
 
 _REWIND = """
 INSERT INTO nova_events.offsets AS o (group_name, topic, seq)
 SELECT $1, topic, $3 FROM unnest($2::text[]) AS t(topic)
-ON CONFLICT (group_name, topic) DO UPDATE SET seq = excluded.seq, updated_at = now()
+ON CONFLICT (group_name, topic) DO UPDATE
+    SET seq = excluded.seq, updated_at = now(), seen_at = now()
 """
 
 _POSITION_AT = """
@@ -117,7 +135,7 @@ class PostgresLog:
     ) -> AsyncIterator[PostgresSubscription]:
         async with self.db.connection() as conn:
             await _lock_group(conn, group)
-            committed = await _committed(conn, group, topics)
+            committed = await _register(conn, group, topics)
             subscription = PostgresSubscription(conn, group, committed)
             await conn.add_listener(CHANNEL, subscription.on_notify)
             try:
@@ -138,6 +156,12 @@ class PostgresLog:
                 await conn.execute(_REWIND, group, list(topics), position)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", _group_lock(group))
+
+    async def lag(self, group: str, topics: Sequence[str] = ()) -> GroupLag:
+        return await postgres_lag(self.db, group, topics, _group_lock(group))
+
+    async def groups(self) -> list[str]:
+        return await group_names(self.db)
 
 
 @dataclass(frozen=True)
@@ -170,6 +194,8 @@ class PostgresSubscription:
     positions: dict[str, int]
     """Per topic, the last seq handed out (starts at the committed one)."""
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    seen_due: float = field(default_factory=lambda: time.monotonic() + _SEEN_EVERY_SECONDS)
+    """When (monotonic seconds) the group's rows are next marked seen."""
 
     def on_notify(self, conn: object, pid: int, channel: str, payload: object, /) -> None:
         if payload in self.positions:
@@ -181,6 +207,9 @@ class PostgresSubscription:
         while True:
             # Cleared before reading: a NOTIFY that arrives during the query wakes the wait.
             self.wakeup.clear()
+            if time.monotonic() >= self.seen_due:
+                await self.conn.execute(_SEEN, self.group, list(self.positions))
+                self.seen_due = time.monotonic() + _SEEN_EVERY_SECONDS
             deliveries = await self._read(max_events)
             remaining = deadline - loop.time()
             if deliveries or remaining <= 0:
@@ -224,8 +253,9 @@ async def _lock_group(conn: asyncpg.Connection, group: str) -> None:
     await conn.execute("RESET lock_timeout")
 
 
-async def _committed(conn: asyncpg.Connection, group: str, topics: Sequence[str]) -> dict[str, int]:
+async def _register(conn: asyncpg.Connection, group: str, topics: Sequence[str]) -> dict[str, int]:
+    """Marks the group seen on `topics` (new ones at position 0); returns its positions."""
     positions = dict.fromkeys(topics, 0)
-    for row in await conn.fetch(_COMMITTED, group, list(topics)):
+    for row in await conn.fetch(_REGISTER, group, list(positions)):
         positions[row["topic"]] = row["seq"]
     return positions

@@ -61,4 +61,15 @@ class EventSettings:
     """Sent outbox rows are deleted after this long (the bus keeps the history)."""
     event_retention_seconds: float = 7 * 86400
     """The PostgreSQL log's entries and consumers' processed-event ids are kept this long
-    (services/runtime/events/retention.py)."""
+    (services/runtime/events/retention.py), entries longer while a group still needs them."""
+    event_abandon_seconds: float = 30 * 86400
+    """A consumer group not seen for this long stops holding the log's entries past the
+    retention; at least event_retention_seconds, so a stopped group keeps its backlog for
+    the retention period at least."""
+
+    def __post_init__(self) -> None:
+        if self.event_abandon_seconds < self.event_retention_seconds:
+            raise ValueError(
+                f"event_abandon_seconds ({self.event_abandon_seconds:g}) must be at least "
+                f"event_retention_seconds ({self.event_retention_seconds:g})"
+            )

@@ -11,17 +11,19 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 
 import structlog
+from redis.asyncio import Redis
 
+from services.runtime.config import Config
 from services.runtime.db import Database
+from services.runtime.events.lag_gauges import LagGauges
 from services.runtime.events.model import Publisher, Transport
 from services.runtime.events.relay import Relay
-from services.runtime.events.retention import run_pruning
+from services.runtime.events.retention import Retention
 from services.runtime.events.settings import EventSettings
 from services.runtime.events.transports import open_transport
-from services.runtime.spec import ConsumerSpec
+from services.runtime.spec import ConsumerContext, ConsumerSpec
 
 _log = structlog.get_logger("nova.events")
 
@@ -38,14 +40,30 @@ def pruning_worker(settings: EventSettings) -> WorkerFactory:
     """Retention of the PostgreSQL log and the processed-event ids (retention.py)."""
 
     def build(transport: Transport, publisher: Publisher, db: Database) -> Worker:
-        return partial(run_pruning, db, settings.event_retention_seconds)
+        return Retention(db, settings.event_retention_seconds, settings.event_abandon_seconds).run
 
     return build
 
 
-def consumer_worker(spec: ConsumerSpec, topics: Sequence[str]) -> WorkerFactory:
+def lag_worker(known: Mapping[str, Sequence[str]]) -> WorkerFactory:
+    """The consumer lag gauges (lag_gauges.py) of the groups in `known` (name -> topics)
+    and of every other group the transport has positions for."""
+
     def build(transport: Transport, publisher: Publisher, db: Database) -> Worker:
-        return spec.build(transport, db, topics).run
+        return LagGauges(transport, known).run
+
+    return build
+
+
+def consumer_worker(
+    spec: ConsumerSpec, topics: Sequence[str], config: Config, redis: Redis | None = None
+) -> WorkerFactory:
+    """A consumer group's worker; `redis` is needed by groups that say uses_redis."""
+    if spec.uses_redis and redis is None:
+        raise ValueError(f"consumer group {spec.group!r} needs Redis, and none was opened")
+
+    def build(transport: Transport, publisher: Publisher, db: Database) -> Worker:
+        return spec.build(ConsumerContext(transport, db, topics, config, redis)).run
 
     return build
 
