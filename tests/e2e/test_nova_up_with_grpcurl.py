@@ -229,6 +229,55 @@ def test_a_created_user_reaches_the_audit_log_through_relay_and_consumer(
     assert "handle=ada" in shown, shown
 
 
+def _signed_up(nova_up: NovaUp, handle: str) -> tuple[str, str]:
+    """(user id, bearer header) of a new user."""
+    user = nova_up.endpoints["user"]
+    body = json.dumps(
+        {"handle": handle, "email": f"{handle}@example.com", "password": "feed-password-1"}
+    )
+    created = json.loads(grpcurl("-d", body, user, "nova.user.v1.UserService/CreateUser"))
+    login = json.dumps({"login": handle, "password": "feed-password-1"})
+    auth = json.loads(grpcurl("-d", login, user, "nova.user.v1.UserService/Authenticate"))
+    return created["user"]["id"], f"authorization: Bearer {auth['accessToken']}"
+
+
+def test_a_followed_authors_post_reaches_the_home_feed_through_grpcurl(nova_up: NovaUp) -> None:
+    """Follow and post through the user and content services; `nova up`'s relay and feed
+    consumer put the post in the follower's Redis timeline, which GetHomeFeed reads."""
+    author, author_auth = _signed_up(nova_up, "feedauthor")
+    _, reader_auth = _signed_up(nova_up, "feedreader")
+    follow = json.dumps({"user_id": author})
+    grpcurl(
+        "-H",
+        reader_auth,
+        "-d",
+        follow,
+        nova_up.endpoints["user"],
+        "nova.user.v1.UserService/Follow",
+    )
+    post = json.loads(
+        grpcurl(
+            "-H",
+            author_auth,
+            "-d",
+            '{"text": "hello, followers"}',
+            nova_up.endpoints["content"],
+            "nova.content.v1.ContentService/CreatePost",
+        )
+    )
+    feed: dict[str, object] = {}
+    for _ in range(100):
+        feed = json.loads(
+            grpcurl(
+                "-H", reader_auth, nova_up.endpoints["feed"], "nova.feed.v1.FeedService/GetHomeFeed"
+            )
+        )
+        if feed.get("items"):
+            break
+        time.sleep(0.1)
+    assert feed["items"] == [{"postId": post["post"]["id"], "authorId": author}]
+
+
 def test_an_embedded_redis_answers_on_its_socket_in_the_data_folder(nova_up: NovaUp) -> None:
     path = nova_up.cwd / ".nova" / "redis" / "redis.sock"
     assert any(f"redis: embedded Redis in {path.parent}" in line for line in nova_up.output)
