@@ -29,7 +29,6 @@ import contextlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import asyncpg
 import structlog
@@ -101,12 +100,22 @@ class _Route:
     redis: RedisHandler | None = None
 
 
-class _Pending(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class _Pending:
     """A delivery of a batch's run, with its place in the batch and its handler."""
 
     index: int
     delivery: Delivery
     handler: PostgresHandler
+
+
+class _RunFailed(Exception):
+    """Rolls a run's transaction back: the handler at `position` raised `error`."""
+
+    def __init__(self, position: int, error: Exception) -> None:
+        super().__init__(position, error)
+        self.position = position
+        self.error = error
 
 
 @dataclass
@@ -242,18 +251,25 @@ class Consumer:
         its handler fails; returns that one's index (len(deliveries) if none did) and the
         failure.
 
-        Optimistically first: the run's processed records in one statement, then its
-        handlers, with no savepoints (one round trip per event instead of four). A
-        handler that fails there rolls the whole run back, and the run is done again
-        with a savepoint per event, which commits what came before the failing one."""
+        The run's processed records go in one statement, then its handlers run, with no
+        savepoint per event (for a handler of one statement, one round trip per event
+        instead of four). A handler that fails rolls the whole transaction back; the
+        events before it are then applied again, without it, so they commit as they
+        would have in a savepoint each, and the failure counts as its first attempt."""
         end, run = self._run(deliveries, start)
         index, failure = end, None
-        outcomes = await self._apply_together(run) if run else []
-        if outcomes is None:
-            index, failure, outcomes = await self._apply_each(run, end)
+        outcomes: list[bool] = []
+        while run:
+            result = await self._apply_together(run)
+            if isinstance(result, list):
+                outcomes = result
+                break
+            position, failure = result
+            index = run[position].index
+            run = run[:position]
         self.stats.skipped += index - start - len(outcomes)
         processed: Counter[str] = Counter()
-        for pending, applied in zip(run, outcomes, strict=False):
+        for pending, applied in zip(run, outcomes, strict=True):
             if applied:
                 processed[pending.delivery.event.event_type] += 1
         for event_type, count in processed.items():
@@ -283,53 +299,33 @@ class Consumer:
             run.append(_Pending(index, delivery, route.postgres))
         return len(deliveries), run
 
-    async def _apply_together(self, run: Sequence[_Pending]) -> list[bool] | None:
+    async def _apply_together(self, run: Sequence[_Pending]) -> list[bool] | tuple[int, Exception]:
         """Per delivery of `run`, True if applied now, False for a duplicate (an id this
-        group recorded before, or earlier in the run); None if something failed and
-        nothing of the run committed."""
+        group recorded before, or earlier in the run), all committed; or, when a handler
+        failed and nothing committed, its position in `run` and how (a failure to record
+        the ids counts as the first delivery's)."""
+        outcomes: list[bool] = []
         try:
             async with self.db.transaction() as conn:
-                ids = [pending.delivery.event.event_id for pending in run]
-                fresh = await mark_all_processed(conn, self.group, ids)
-                outcomes = []
-                for pending in run:
-                    event = pending.delivery.event
-                    applied = event.event_id in fresh
-                    fresh.discard(event.event_id)
-                    envelope = event.decode()
-                    with self._span(pending.delivery, envelope):
-                        if applied:
-                            await pending.handler(conn, event, envelope)
-                    outcomes.append(applied)
-        except TRANSIENT_ERRORS:
-            raise
-        except Exception:  # the one-event path finds out what it was, and reports it
-            return None
-        return outcomes
-
-    async def _apply_each(
-        self, run: Sequence[_Pending], end: int
-    ) -> tuple[int, Exception | None, list[bool]]:
-        """`run` in one transaction, each delivery in a savepoint, until a handler fails:
-        that delivery's index (`end` if none failed), the failure, and the outcomes of
-        the deliveries before it, which commit."""
-        outcomes: list[bool] = []
-        async with self.db.transaction() as conn:
-            for pending in run:
-                event = pending.delivery.event
-                envelope = event.decode()
-                with self._span(pending.delivery, envelope):
-                    try:
-                        async with conn.transaction():  # a savepoint
-                            marked = await mark_processed(conn, self.group, event.event_id)
-                            if marked:
+                try:
+                    ids = [pending.delivery.event.event_id for pending in run]
+                    fresh = await mark_all_processed(conn, self.group, ids)
+                    for pending in run:
+                        event = pending.delivery.event
+                        applied = event.event_id in fresh
+                        fresh.discard(event.event_id)
+                        envelope = event.decode()
+                        with self._span(pending.delivery, envelope):
+                            if applied:
                                 await pending.handler(conn, event, envelope)
-                    except TRANSIENT_ERRORS:
-                        raise
-                    except Exception as error:
-                        return pending.index, error, outcomes
-                outcomes.append(marked)
-        return end, None, outcomes
+                        outcomes.append(applied)
+                except TRANSIENT_ERRORS:
+                    raise
+                except Exception as error:
+                    raise _RunFailed(len(outcomes), error) from error
+        except _RunFailed as failed:
+            return failed.position, failed.error
+        return outcomes
 
     def _span(
         self, delivery: Delivery, envelope: events_pb2.EventEnvelope
