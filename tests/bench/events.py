@@ -135,7 +135,7 @@ async def _measure(db: Database, settings: EventSettings, options: EventsBench) 
         consumer = _consumer(transport, db, group)
         relay = Relay(db, publisher, [_SCHEMA], settings)
         stop = asyncio.Event()
-        consuming = asyncio.create_task(consumer.run(stop))
+        tasks = [asyncio.create_task(consumer.run(stop))]
         try:
             await _warm_up(db, relay, consumer)
             started = time.perf_counter()
@@ -143,17 +143,13 @@ async def _measure(db: Database, settings: EventSettings, options: EventsBench) 
             written = time.perf_counter() - started
             before = consumer.stats.processed
             started = time.perf_counter()
-            relaying = asyncio.create_task(relay.run(stop))
-            try:
-                await _applied(db, consumer, backlog, before)
-                drained = time.perf_counter() - started
-                lag = await _lag(db, consumer, options.rate, options.duration)
-            finally:
-                stop.set()
-                await relaying
+            tasks.append(asyncio.create_task(relay.run(stop)))
+            await _applied(db, consumer, backlog, before)
+            drained = time.perf_counter() - started
+            lag = await _lag(db, consumer, options.rate, options.duration)
         finally:
             stop.set()
-            await consuming
+            await asyncio.gather(*tasks)
     return Measured(
         transport=transport.name,
         writes_per_second=options.events / written,
