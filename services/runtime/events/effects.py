@@ -2,10 +2,11 @@
 once: the event id is recorded with the effect, atomically, and an id already recorded is
 a duplicate (no effect).
 
-- PostgreSQL effects (`Consumer.on`): one transaction per event inserts
-  (group, event_id) into nova_events.processed_events, ON CONFLICT DO NOTHING, and runs
-  the handler on the same connection. The record and the effect commit together or not
-  at all, and a concurrent second delivery blocks on the key, then sees it.
+- PostgreSQL effects (`Consumer.on`): the transaction inserts (group, event_id) into
+  nova_events.processed_events, ON CONFLICT DO NOTHING, and runs the handler on the same
+  connection (for one event, or for a batch's run of them at once: mark_all_processed).
+  The record and the effect commit together or not at all, and a concurrent second
+  delivery blocks on the key, then sees it.
 - Redis effects (`Consumer.on_redis`): the marker `nova:processed:<group>:<event_id>` is
   written by `SET NX EX` inside the same MULTI/EXEC transaction as the commands the handler
   queues, under WATCH of the marker: WATCH, EXISTS (set: duplicate), MULTI, SET NX EX,
@@ -27,7 +28,7 @@ write into Redis timelines, which is such an effect (and is tested as one now).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 from redis.asyncio import Redis
@@ -50,12 +51,27 @@ _MARK_PROCESSED = """
     ON CONFLICT DO NOTHING
     RETURNING true
 """
+_MARK_ALL_PROCESSED = """
+    INSERT INTO nova_events.processed_events (group_name, event_id)
+    SELECT $1, event_id FROM unnest($2::uuid[]) AS e(event_id)
+    ON CONFLICT DO NOTHING
+    RETURNING event_id
+"""
 
 
 async def mark_processed(conn: asyncpg.Connection, group: str, event_id: uuid.UUID) -> bool:
     """Records that `group` processed the event, in the caller's transaction; False when
     it was recorded before (a duplicate: apply no effect)."""
     return await conn.fetchval(_MARK_PROCESSED, group, event_id) is not None
+
+
+async def mark_all_processed(
+    conn: asyncpg.Connection, group: str, event_ids: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    """mark_processed for many events in one statement: the ids recorded now (an id
+    recorded before, or twice in `event_ids`, is a duplicate after its first)."""
+    rows = await conn.fetch(_MARK_ALL_PROCESSED, group, event_ids)
+    return {row["event_id"] for row in rows}
 
 
 class NotRetryable(Exception):
