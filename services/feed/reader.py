@@ -44,6 +44,8 @@ CATCH_UP_DELAY_SECONDS = 2.0
 """A post committed while a rebuild read PostgreSQL is added by a second look this much
 later (its fan-out found no timeline to write to)."""
 REBUILD_LOCK_MS = 30_000
+_PAGES_KEPT = 8
+"""Pulled pages kept per user while the timeline is rebuilt (different cursors)."""
 
 UserKey = tuple[uuid.UUID, uuid.UUID]
 
@@ -59,6 +61,10 @@ class HomeFeed:
         default_factory=SingleFlight
     )
     _background: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
+    _rebuilding: dict[UserKey, dict[tuple[uuid.UUID, int], list[Item]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    """Users whose timeline is being rebuilt, with the pages pulled meanwhile."""
 
     def __post_init__(self) -> None:
         meter = self.meter if self.meter is not None else metrics.get_meter("nova.feed")
@@ -88,8 +94,9 @@ class HomeFeed:
             return await self._pull(tenant, user, floor, want)
         if stored is None:
             self._missing.add(1)
-            self._in_background(self._rebuild(tenant, user))
-            self._in_background(self.repository.touch(tenant, user))
+            if (tenant, user) not in self._rebuilding:
+                self._rebuilding[(tenant, user)] = {}
+                self._in_background(self._rebuild(tenant, user))
             return await self._pull(tenant, user, floor, want)
         items, complete, big, first_read = stored
         if first_read:
@@ -131,15 +138,26 @@ class HomeFeed:
     async def _pull(
         self, tenant: uuid.UUID, user: uuid.UUID, before: uuid.UUID, want: int
     ) -> list[Item]:
-        return await self.pulls.run(
+        """The page from the projections. While the user's timeline is being rebuilt, a
+        page pulled once serves every reader who asks for it until the rebuild is done
+        (they would all miss the timeline, and pull the same rows)."""
+        pulled = self._rebuilding.get((tenant, user))
+        if pulled is not None and (before, want) in pulled:
+            return pulled[(before, want)]
+        items = await self.pulls.run(
             (tenant, user, before, want),
             lambda: self.repository.pull(tenant, user, before, want),
         )
+        pulled = self._rebuilding.get((tenant, user))
+        if pulled is not None and len(pulled) < _PAGES_KEPT:
+            pulled[(before, want)] = items
+        return items
 
     async def _rebuild(self, tenant: uuid.UUID, user: uuid.UUID) -> None:
-        if self.rebuilds.in_flight((tenant, user)):
-            return
-        await self.rebuilds.run((tenant, user), lambda: self._rebuild_now(tenant, user))
+        try:
+            await self.rebuilds.run((tenant, user), lambda: self._rebuild_now(tenant, user))
+        finally:
+            self._rebuilding.pop((tenant, user), None)
 
     async def _rebuild_now(self, tenant: uuid.UUID, user: uuid.UUID) -> None:
         """The timeline from the projections, once across processes (a Redis lock); then
@@ -149,6 +167,7 @@ class HomeFeed:
         if not await redis.set(lock, 1, nx=True, px=REBUILD_LOCK_MS):
             return
         try:
+            await self.repository.touch(tenant, user)  # back, or new: fan-out reaches them
             big = await self.repository.big_followees(tenant, user)
             items = await self.repository.fanned_out(tenant, user, self.settings.max_items)
             complete = len(items) < self.settings.max_items

@@ -12,6 +12,7 @@ import asyncpg
 
 from services.feed.timelines import Item
 from services.runtime.db import Database
+from services.runtime.pagination import NEWEST_CURSOR
 
 SCHEMA = "feed_service"
 
@@ -19,57 +20,43 @@ PULL_AUTHORS = 1000
 """Followed authors the pull path and a rebuild read at most: the user's most recent
 follows (each costs one index descent; the gateway's cost model counts them)."""
 
-_FOLLOWEES = f"""
+
+def _newest_of(authors: str) -> str:
+    """The newest posts older than $3 (limit $4) of the authors `authors` selects (a
+    subquery with an author_id column, over tenant $1): one index descent per author
+    (posts_author_idx), then a merge of at most the limit each, so it costs the same
+    however many posts each author has."""
+    return f"""
+SELECT p.post_id, p.author_id
+  FROM ({authors}) AS a
+ CROSS JOIN LATERAL (
+       SELECT post_id, author_id FROM feed_service.posts
+        WHERE tenant_id = $1 AND author_id = a.author_id AND deleted_at IS NULL
+          AND post_id < $3
+        ORDER BY post_id DESC
+        LIMIT $4) AS p
+ ORDER BY p.post_id DESC
+ LIMIT $4
+"""
+
+
+_PULL = _newest_of(f"""
     (SELECT followee_id AS author_id FROM feed_service.follows
       WHERE tenant_id = $1 AND follower_id = $2
       ORDER BY followed_at DESC LIMIT {PULL_AUTHORS})
-    UNION ALL SELECT $2
-"""
+    UNION ALL SELECT $2""")
+"""Everyone the user ($2) follows (the most recent PULL_AUTHORS follows) and the user."""
 
-_PULL = f"""
-SELECT p.post_id, p.author_id
-  FROM ({_FOLLOWEES}) AS f
- CROSS JOIN LATERAL (
-       SELECT post_id, author_id FROM feed_service.posts
-        WHERE tenant_id = $1 AND author_id = f.author_id AND deleted_at IS NULL
-          AND post_id < $3
-        ORDER BY post_id DESC
-        LIMIT $4) AS p
- ORDER BY p.post_id DESC
- LIMIT $4
-"""
-# One index descent per followed author (posts_author_idx), then a merge of at most
-# limit rows each: the pull path costs the same however many posts each author has.
+_REBUILD = _newest_of(f"""
+    (SELECT f.followee_id AS author_id FROM feed_service.follows f
+       JOIN feed_service.members m
+         ON m.tenant_id = f.tenant_id AND m.user_id = f.followee_id
+      WHERE f.tenant_id = $1 AND f.follower_id = $2 AND NOT m.big
+      ORDER BY f.followed_at DESC LIMIT {PULL_AUTHORS})
+    UNION ALL SELECT $2""")
+"""What the user's stored timeline holds: the pull without the big authors."""
 
-_REBUILD = f"""
-SELECT p.post_id, p.author_id
-  FROM ((SELECT f.followee_id AS author_id FROM feed_service.follows f
-           JOIN feed_service.members m
-             ON m.tenant_id = f.tenant_id AND m.user_id = f.followee_id
-          WHERE f.tenant_id = $1 AND f.follower_id = $2 AND NOT m.big
-          ORDER BY f.followed_at DESC LIMIT {PULL_AUTHORS})
-        UNION ALL SELECT $2) AS a
- CROSS JOIN LATERAL (
-       SELECT post_id, author_id FROM feed_service.posts
-        WHERE tenant_id = $1 AND author_id = a.author_id AND deleted_at IS NULL
-        ORDER BY post_id DESC
-        LIMIT $3) AS p
- ORDER BY p.post_id DESC
- LIMIT $3
-"""
-
-_BY_AUTHORS = """
-SELECT p.post_id, p.author_id
-  FROM unnest($2::uuid[]) AS a(author_id)
- CROSS JOIN LATERAL (
-       SELECT post_id, author_id FROM feed_service.posts
-        WHERE tenant_id = $1 AND author_id = a.author_id AND deleted_at IS NULL
-          AND post_id < $3
-        ORDER BY post_id DESC
-        LIMIT $4) AS p
- ORDER BY p.post_id DESC
- LIMIT $4
-"""
+_BY_AUTHORS = _newest_of("SELECT unnest($2::uuid[]) AS author_id")
 
 
 def _items(rows: Sequence[asyncpg.Record]) -> list[Item]:
@@ -263,7 +250,7 @@ class FeedRepository:
         """What a rebuilt timeline holds: the newest posts of the followed authors that are
         fanned out (not big) and the user's own."""
         async with self.db.connection() as conn:
-            return _items(await conn.fetch(_REBUILD, tenant_id, user_id, limit))
+            return _items(await conn.fetch(_REBUILD, tenant_id, user_id, NEWEST_CURSOR, limit))
 
     async def touch(self, tenant_id: uuid.UUID, user_id: uuid.UUID) -> None:
         """Records that the user read their feed (fan-out reaches the active only)."""
