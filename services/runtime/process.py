@@ -119,7 +119,11 @@ async def migrate_services(
         applied["events"] = await migrate(
             conn, schema=events_schema.SCHEMA, directory=events_schema.MIGRATIONS
         )
+        specs = list(specs)
+        schemas = {spec.schema for spec in specs}
         for consumer in consumers:
+            if consumer.schema in schemas:
+                continue  # a service's own group: migrated with the service, below
             applied[consumer.group] = await migrate(
                 conn, schema=consumer.schema, directory=consumer.migrations
             )

@@ -16,6 +16,7 @@ from services.runtime.errors import InvalidArgument, Refused, Unauthenticated
 from services.runtime.ids import new_id
 from services.runtime.pagination import paginate, read_page
 from services.runtime.validation import check_text, parse_id, parse_ids
+from services.user.cache import CachedPreferences
 from services.user.passwords import Passwords
 from services.user.repository import (
     PREFERENCE_FIELDS,
@@ -44,11 +45,15 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         passwords: Passwords,
         tokens: TokenCodec,
         limits: SignInLimits,
+        *,
+        preferences: CachedPreferences | None = None,
     ):
         self._users = repository
         self._passwords = passwords
         self._tokens = tokens
         self._limits = limits
+        # None (no Redis, or NOVA_CACHE=off): preferences are read from PostgreSQL.
+        self._cached_preferences = preferences
 
     async def CreateUser(
         self, request: user_pb2.CreateUserRequest, context: Context
@@ -176,9 +181,8 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         self, request: user_pb2.GetPreferencesRequest, context: Context
     ) -> user_pb2.GetPreferencesResponse:
         caller = require_caller()
-        preferences = await self._users.get_preferences(
-            tenant_id=caller.tenant_id, user_id=caller.user_id
-        )
+        read = self._cached_preferences or self._users
+        preferences = await read.get_preferences(tenant_id=caller.tenant_id, user_id=caller.user_id)
         return user_pb2.GetPreferencesResponse(preferences=_preferences_proto(preferences))
 
     async def UpdatePreferences(
@@ -196,6 +200,10 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         preferences = await self._users.update_preferences(
             tenant_id=caller.tenant_id, user_id=caller.user_id, changes=changes
         )
+        if self._cached_preferences is not None:
+            await self._cached_preferences.forget(
+                tenant_id=caller.tenant_id, user_id=caller.user_id
+            )
         return user_pb2.UpdatePreferencesResponse(preferences=_preferences_proto(preferences))
 
     async def Authenticate(

@@ -8,7 +8,9 @@ from services.cli.common import load_config
 from services.runtime.logs import configure_logging
 from tests.bench import (
     breaker,
+    cache,
     events,
+    fanout,
     feed,
     hedging,
     overhead,
@@ -38,7 +40,9 @@ for scenario in (
     hedging,
     rotation,
     feed,
+    fanout,
     events,
+    cache,
 ):
     main.add_command(scenario.command)
 

@@ -1,12 +1,20 @@
-"""`./dev bench feed`: the home-feed query through the GraphQL gateway, three ways.
+"""`./dev bench feed`: the home-feed query through the GraphQL gateway, four ways, and
+FeedService.GetHomeFeed alone over gRPC.
 
 The services run as `nova up` in a subprocess (like `./dev bench rpc`) and are seeded;
 the gateway runs in this process on a free port, once per variant, and is driven over
-real HTTP by the open-loop generator at one fixed rate: with DataLoaders and the document
-cache (the default), without the document cache, and with per-field resolvers (the N+1
-pattern DataLoaders replace: per_field.py). Each query asks for a page of posts with
-their authors, like and comment counts, and latest 3 comments with their authors, as a
+real HTTP by the open-loop generator at one fixed rate: the page from FeedService with
+DataLoaders and the document cache (the default), the gateway-side pull FeedService
+replaced (ListFollowing, then ListPostsByAuthors: feed_baseline.py, the baseline the
+other rows are compared with), without the document cache, and with per-field resolvers
+(the N+1 pattern DataLoaders replace: per_field.py; offered at most N1_RATE, which is
+what it survives on a 2-core machine). Each query asks for a page of posts with their
+authors, like and comment counts, and latest 3 comments with their authors, as a
 rotating signed-in demo user.
+
+Then GetHomeFeed alone at `--rpc-rate` (gRPC to the feed service, over CHANNELS
+connections, as the seeded users, whose timelines every variant has read by then: the
+warm, common case of one Redis round trip).
 
 Per variant: latency and achieved rate at the offered rate, RPCs per request (from the
 gateway's counting client interceptor), the gateway's own time per request (its wall
@@ -40,16 +48,28 @@ from hdrh.histogram import HdrHistogram
 from rich.progress import Progress
 from rich.table import Table
 
-from gateway.app import RequestTiming, build_app
+from gateway.app import GatewayApp, RequestTiming, build_app
 from gateway.clients import Target, open_clients
 from gateway.loaders import Loaders
 from gateway.persisted_queries import sha256
 from gateway.server import serve_gateway
 from gateway.settings import GatewaySettings
+from nova.common.v1 import page_pb2
+from nova.feed.v1 import feed_pb2, feed_pb2_grpc
 from services.cli.gateway import gateway_targets
 from services.cli.seed import DemoUser, Seeded, SeedPlan, seed
 from services.registry import REGISTRY
-from tests.bench.harness import console, error_counts, nova_up, run
+from tests.bench import feed_baseline
+from tests.bench.harness import (
+    LOAD_COLUMNS,
+    ServerProcess,
+    console,
+    error_counts,
+    load_cells,
+    nova_up,
+    open_channels,
+    run,
+)
 from tests.bench.loadgen import Call, Load, LoadResult, generate
 from tests.bench.per_field import PerFieldLoaders
 
@@ -72,6 +92,14 @@ query HomeFeed($first: Int!) {
 
 _HIGHEST_MICROSECONDS = 60_000_000
 _CACHE_SAMPLES = 300
+N1_RATE = 5.0
+"""The per-field variant is offered at most this many requests/s: above it, on a 2-core
+machine, its queue only grows and the run measures the client's timeouts."""
+BASELINE = "gateway-side pull (before FeedService)"
+QUIET_CORES = 0.1
+"""The services are idle after the seed below this CPU use (cores, over QUIET_WINDOW)."""
+QUIET_WINDOW_SECONDS = 1.0
+QUIET_WAIT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -79,12 +107,15 @@ class FeedBench:
     load: Load
     """Applied to each variant in turn."""
     users: int
-    """Demo users to seed; each follows 20 and has 5 posts with 3 comments each."""
+    """Demo users to seed; each follows `follows` and has 5 posts with 3 comments each."""
+    follows: int = 20
     page_size: int = 20
     capacity_seconds: float = 5.0
     """Length of each variant's closed-loop capacity run; 0 skips it."""
     concurrency: int = 16
     """Requests in flight in the capacity run."""
+    rpc_load: Load | None = None
+    """GetHomeFeed alone over gRPC; None skips it."""
 
 
 @dataclass(frozen=True)
@@ -93,12 +124,25 @@ class Variant:
     settings: GatewaySettings
     loaders: type[Loaders] = Loaders
     """The class of each request's DataLoaders."""
+    install: Callable[[GatewayApp], None] | None = None
+    """Changes the built app before it serves (the baseline's homeFeed resolver)."""
+    max_rate: float | None = None
+    """Offered at most this rate, whatever --rate says."""
 
 
 VARIANTS = (
-    Variant("DataLoaders + document cache", GatewaySettings(port=0)),
-    Variant("DataLoaders, no document cache", GatewaySettings(port=0, document_cache_size=0)),
-    Variant("per-field resolvers (N+1)", GatewaySettings(port=0), PerFieldLoaders),
+    Variant("FeedService, DataLoaders + document cache", GatewaySettings(port=0)),
+    Variant(BASELINE, GatewaySettings(port=0), install=feed_baseline.install),
+    Variant(
+        "FeedService, DataLoaders, no document cache",
+        GatewaySettings(port=0, document_cache_size=0),
+    ),
+    Variant(
+        "FeedService, per-field resolvers (N+1)",
+        GatewaySettings(port=0),
+        PerFieldLoaders,
+        max_rate=N1_RATE,
+    ),
 )
 
 
@@ -126,6 +170,11 @@ class CacheCost:
 class FeedReport:
     rows: list[VariantRow]
     cache: CacheCost
+    get_home_feed: LoadResult | None = None
+    """GetHomeFeed alone over gRPC; None when skipped."""
+
+    def baseline(self) -> VariantRow:
+        return next(row for row in self.rows if row.name == BASELINE)
 
 
 class _Failed(aio.AioRpcError):
@@ -147,15 +196,30 @@ async def bench_feed(options: FeedBench) -> None:
                 SeedPlan(
                     users=options.users,
                     posts_per_user=5,
-                    follows_per_user=20,
+                    follows_per_user=options.follows,
                     comments_per_post=3,
                     likes_per_post=3,
                 ),
                 progress=progress,
             )
+        await _until_quiet(server, say=out.print)
         report = await measure(server.addresses, seeded, options, say=out.print)
     for rendered in tables(report, options):
         out.print(rendered)
+
+
+async def _until_quiet(server: ServerProcess, *, say: Callable[[str], None]) -> None:
+    """Waits (at most QUIET_WAIT_SECONDS) until the services have taken in the seed's
+    events (fan-out, rebuilds, counters): the first variant must not share the cores
+    with that and the others not."""
+    until = time.monotonic() + QUIET_WAIT_SECONDS
+    while time.monotonic() < until:
+        before = server.cpu_seconds()
+        await asyncio.sleep(QUIET_WINDOW_SECONDS)
+        busy = (server.cpu_seconds() - before) / QUIET_WINDOW_SECONDS
+        if busy < QUIET_CORES:
+            return
+    say(f"bench: the services were still busy after {QUIET_WAIT_SECONDS:g} s; measuring anyway")
 
 
 async def measure(
@@ -172,9 +236,40 @@ async def measure(
     targets = gateway_targets(REGISTRY, addresses)
     rows = []
     for variant in VARIANTS:
-        say(f"bench: {variant.name} at {options.load.rate:g}/s")
-        rows.append(await _measure_variant(targets, seeded, options, variant))
-    return FeedReport(rows=rows, cache=await _cache_cost(targets))
+        load = _variant_load(options.load, variant)
+        say(f"bench: {variant.name} at {load.rate:g}/s")
+        rows.append(await _measure_variant(targets, seeded, replace(options, load=load), variant))
+    cache = await _cache_cost(targets)
+    alone = None
+    if options.rpc_load is not None:
+        say(f"bench: FeedService/GetHomeFeed alone at {options.rpc_load.rate:g}/s")
+        alone = await _get_home_feed_alone(
+            addresses["feed"], seeded, options.rpc_load, options.page_size
+        )
+    return FeedReport(rows=rows, cache=cache, get_home_feed=alone)
+
+
+def _variant_load(load: Load, variant: Variant) -> Load:
+    if variant.max_rate is None or load.rate <= variant.max_rate:
+        return load
+    return replace(load, rate=variant.max_rate)
+
+
+async def _get_home_feed_alone(
+    address: str, seeded: Seeded, load: Load, page_size: int
+) -> LoadResult:
+    """GetHomeFeed at a fixed rate as the seeded users, each page the bench's page size."""
+    async with open_channels(address) as channels:
+        stubs = itertools.cycle([feed_pb2_grpc.FeedServiceStub(channel) for channel in channels])
+        viewers = itertools.cycle(seeded.users)
+        request = feed_pb2.GetHomeFeedRequest(page=page_pb2.PageRequest(page_size=page_size))
+
+        async def call() -> None:
+            response = await next(stubs).GetHomeFeed(request, metadata=next(viewers).metadata)
+            if not response.items:
+                raise _Failed("FAILED_PRECONDITION", "an empty home feed")
+
+        return await generate(call, load)
 
 
 async def _measure_variant(
@@ -192,6 +287,8 @@ async def _measure_variant(
         observer=timings.append,
         loaders=variant.loaders,
     ) as gateway:
+        if variant.install is not None:
+            variant.install(gateway.app)
         limits = httpx.Limits(max_connections=options.load.max_outstanding)
         base_url = f"http://127.0.0.1:{gateway.port}"
         # No client timeout of its own: the load generator's counts as client_timeout.
@@ -294,18 +391,20 @@ def tables(report: FeedReport, options: FeedBench) -> list[Table]:
         title=(
             f"bench feed: homeFeed(first: {options.page_size}) with authors, stats and "
             f"3 comments; {load.duration:g} s per variant after {load.warmup:g} s warm-up, "
-            f"{options.users} users; capacity: closed loop of {options.concurrency}"
+            f"{options.users} users following {options.follows} each; capacity: closed loop "
+            f"of {options.concurrency}"
         ),
         title_justify="left",
     )
     main.add_column("gateway", no_wrap=True)
     headings = (
-        "offered/s", "achieved/s", "p50 ms", "p99 ms", "RPCs/request",
-        "gateway p50 ms", "gateway p99 ms", "capacity req/s",
+        "offered/s", "achieved/s", "p50 ms", "p99 ms", "p99 / baseline", "RPCs/request",
+        "gateway p50 ms", "gateway p99 ms", "capacity req/s", "capacity / baseline",
     )  # fmt: skip
     for heading in headings:
         main.add_column(heading, justify="right")
     main.add_column("errors")
+    baseline = report.baseline()
     for row in report.rows:
         measured = row.result
         latency = (
@@ -318,10 +417,16 @@ def tables(report: FeedReport, options: FeedBench) -> list[Table]:
             f"{measured.offered_rate:g}",
             f"{measured.achieved_rate:.0f}",
             *latency,
+            _ratio(measured.p99_ms, baseline.result.p99_ms)
+            if measured.succeeded and baseline.result.succeeded
+            else "-",
             f"{row.rpcs_per_request:.1f}",
             f"{row.gateway_p50_ms:.2f}",
             f"{row.gateway_p99_ms:.2f}",
             f"{row.capacity:.0f}" if row.capacity is not None else "-",
+            _ratio(row.capacity, baseline.capacity)
+            if row.capacity is not None and baseline.capacity
+            else "-",
             error_counts(measured.errors),
         )
     cache = Table(title="document cache, feed query", title_justify="left")
@@ -329,17 +434,45 @@ def tables(report: FeedReport, options: FeedBench) -> list[Table]:
         cache.add_column(heading, justify="right")
     saved = report.cache.miss_us - report.cache.hit_us
     cache.add_row(f"{report.cache.miss_us:.0f}", f"{report.cache.hit_us:.1f}", f"{saved:.0f}")
-    return [main, cache]
+    rendered = [main, cache]
+    alone = report.get_home_feed
+    if alone is not None and options.rpc_load is not None:
+        rpc = Table(
+            title=(
+                f"FeedService/GetHomeFeed alone (gRPC, page of {options.page_size}, warm "
+                f"timelines): {options.rpc_load.duration:g} s after "
+                f"{options.rpc_load.warmup:g} s warm-up"
+            ),
+            title_justify="left",
+        )
+        rpc.add_column("rpc", no_wrap=True)
+        for heading in LOAD_COLUMNS:
+            rpc.add_column(heading, justify="right")
+        rpc.add_column("errors")
+        rpc.add_row("FeedService/GetHomeFeed", *load_cells(alone), error_counts(alone.errors))
+        rendered.append(rpc)
+    return rendered
+
+
+def _ratio(value: float, baseline: float) -> str:
+    return f"{value / baseline:.2f}x"
 
 
 @click.command(name="feed")
 @click.option(
     "--rate",
     type=click.FloatRange(min=0, min_open=True),
-    default=5,
+    default=50,
     show_default=True,
-    help="Feed requests started per second, whatever the replies do (the default is one "
-    "the N+1 variant survives on a 2-core machine; capacity shows each variant's ceiling).",
+    help="Feed requests started per second, whatever the replies do (the per-field "
+    f"variant is offered at most {N1_RATE:g}/s; capacity shows each variant's ceiling).",
+)
+@click.option(
+    "--rpc-rate",
+    type=click.FloatRange(min=0),
+    default=500,
+    show_default=True,
+    help="GetHomeFeed calls per second when measured alone over gRPC (0 skips it).",
 )
 @click.option(
     "--duration",
@@ -365,6 +498,14 @@ def tables(report: FeedReport, options: FeedBench) -> list[Table]:
 @click.option(
     "--users", type=click.IntRange(min=2), default=100, show_default=True, help="Demo users."
 )
+@click.option(
+    "--follows",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Users each demo user follows (at most --users - 1): the gateway-side pull pages "
+    "through them on every request.",
+)
 @click.option("--page-size", type=click.IntRange(min=1, max=100), default=20, show_default=True)
 @click.option(
     "--capacity-seconds",
@@ -382,26 +523,36 @@ def tables(report: FeedReport, options: FeedBench) -> list[Table]:
 )
 def command(
     rate: float,
+    rpc_rate: float,
     duration: float,
     warmup: float,
     max_outstanding: int,
     users: int,
+    follows: int,
     page_size: int,
     capacity_seconds: float,
     concurrency: int,
 ) -> None:
-    """The home-feed query through the GraphQL gateway at a fixed rate: DataLoaders vs
-    per-field resolvers, with and without the document cache, against `nova up` started
-    in a subprocess on free ports and seeded."""
+    """The home-feed query through the GraphQL gateway at a fixed rate: from FeedService
+    against the gateway-side pull it replaced, DataLoaders vs per-field resolvers, with
+    and without the document cache; then GetHomeFeed alone over gRPC. Against `nova up`
+    started in a subprocess on free ports and seeded."""
     try:
         load = Load(rate=rate, duration=duration, warmup=warmup, max_outstanding=max_outstanding)
+        rpc_load = (
+            Load(rate=rpc_rate, duration=duration, warmup=warmup, max_outstanding=1000)
+            if rpc_rate
+            else None
+        )
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     options = FeedBench(
         load=load,
         users=users,
+        follows=follows,
         page_size=page_size,
         capacity_seconds=capacity_seconds,
         concurrency=concurrency,
+        rpc_load=rpc_load,
     )
     run(bench_feed(options))

@@ -130,32 +130,36 @@ class ServerProcess:
 
 
 @asynccontextmanager
-async def nova_up(services: Sequence[str]) -> AsyncIterator[ServerProcess]:
+async def nova_up(
+    services: Sequence[str], env: Mapping[str, str] | None = None
+) -> AsyncIterator[ServerProcess]:
     """`nova up` in a subprocess on free ports, until `services` report SERVING; SIGTERM
     after.
 
     NOVA_DATABASE_URL, NOVA_DATA_DIR and the rest pass through from this environment
-    (no NOVA_DATABASE_URL: the server starts an embedded PostgreSQL). Its output goes to
-    a log file, shown if it fails.
+    (no NOVA_DATABASE_URL: the server starts an embedded PostgreSQL), overridden by `env`
+    (a bench's own database, Redis and settings). Its output goes to a log file, shown
+    if it fails.
     """
     missing = [name for name in services if name not in REGISTRY.services]
     if missing:
         raise BenchError(f"this build has no {', '.join(missing)} service to benchmark")
     ports = {name: free_port() for name in REGISTRY.services}
-    env = {
+    environment = {
         key: value
         for key, value in os.environ.items()
         if not (key.startswith("NOVA_") and key.endswith("_ADDRESS"))
     }
-    env.update({f"NOVA_{name.upper()}_PORT": str(port) for name, port in ports.items()})
+    environment.update(env or {})
+    environment.update({f"NOVA_{name.upper()}_PORT": str(port) for name, port in ports.items()})
     # The gateway `nova up` also runs is not measured; it must not need port 8080.
-    env.update(NOVA_BIND_HOST="127.0.0.1", NOVA_GATEWAY_PORT="0")
+    environment.update(NOVA_BIND_HOST="127.0.0.1", NOVA_GATEWAY_PORT="0")
     addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
     with tempfile.TemporaryDirectory(prefix="nova-bench-") as folder:
         log_path = Path(folder) / "server.log"
         with log_path.open("wb") as log:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", _NOVA, "up", stdout=log, stderr=log, env=env
+                sys.executable, "-c", _NOVA, "up", stdout=log, stderr=log, env=environment
             )
         try:
             server = ServerProcess(process.pid, addresses, log_path)

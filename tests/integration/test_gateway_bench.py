@@ -1,12 +1,13 @@
 """`./dev bench feed`'s measurement against in-process services, at a tiny load: every
-variant gets a row, and the RPC counts show DataLoaders against per-field resolvers."""
+variant gets a row, the RPC counts show FeedService against the gateway-side pull and
+DataLoaders against per-field resolvers, and GetHomeFeed alone is measured."""
 
 from __future__ import annotations
 
 from rich.console import Console
 
 from services.cli.seed import SeedPlan, seed
-from tests.bench.feed import VARIANTS, FeedBench, measure, tables
+from tests.bench.feed import BASELINE, VARIANTS, FeedBench, measure, tables
 from tests.bench.loadgen import Load
 from tests.conftest import EventsSettled
 
@@ -27,12 +28,14 @@ async def test_the_feed_bench_measures_every_variant_and_prints_its_tables(
         page_size=5,
         capacity_seconds=0.3,
         concurrency=2,
+        rpc_load=Load(rate=20, duration=0.5, warmup=0.1, max_outstanding=100),
     )
 
     report = await measure(addresses, seeded, options)
 
     assert [row.name for row in report.rows] == [variant.name for variant in VARIANTS]
-    batched, uncached, per_field = report.rows
+    batched, pulled, uncached, per_field = report.rows
+    assert pulled.name == BASELINE
     for row in report.rows:
         assert row.result.errors == {}, row
         assert row.result.succeeded == row.result.scheduled
@@ -42,6 +45,14 @@ async def test_the_feed_bench_measures_every_variant_and_prints_its_tables(
     # GetHomeFeed, the posts, their stats, comments, and authors with commenters.
     assert batched.rpcs_per_request == 5
     assert uncached.rpcs_per_request == batched.rpcs_per_request
+    # One ListFollowing page, ListPostsByAuthors, stats, comments, commenters (the
+    # followed authors come with ListFollowing).
+    assert pulled.rpcs_per_request == 5
+    assert pulled.result.succeeded > 0
+    alone = report.get_home_feed
+    assert alone is not None
+    assert alone.errors == {}
+    assert alone.succeeded == alone.scheduled > 0
     assert per_field.rpcs_per_request > 3 * batched.rpcs_per_request
     assert 0 < report.cache.hit_us < report.cache.miss_us
 
@@ -50,5 +61,8 @@ async def test_the_feed_bench_measures_every_variant_and_prints_its_tables(
         console.print(table)
     text = console.export_text()
     assert "per-field resolvers (N+1)" in text
+    assert BASELINE in text
+    assert "p99 / baseline" in text
+    assert "FeedService/GetHomeFeed alone" in text
     assert "RPCs/request" in text
     assert "miss: parse + limits + validate µs" in text

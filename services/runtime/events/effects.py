@@ -21,8 +21,9 @@ a duplicate (no effect).
   * the marker expires after `redis_marker_ttl_seconds` (Redis memory), so a delivery
     later than that is not recognised as a duplicate.
 
-No consumer has its effect in Redis yet: the path is here for the home feed's fan-out on
-write into Redis timelines, which is such an effect (and is tested as one now).
+The home feed's fan-out and the user cache's invalidation write Redis from PostgreSQL
+handlers instead (idempotent writes, the processed record in PostgreSQL): one user's
+keys share a Redis Cluster slot, but the marker and the keys would not.
 """
 
 from __future__ import annotations
