@@ -65,6 +65,7 @@ class HomeFeed:
         default_factory=dict, init=False, repr=False
     )
     """Users whose timeline is being rebuilt, with the pages pulled meanwhile."""
+    _rebuilds_done: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         meter = self.meter if self.meter is not None else metrics.get_meter("nova.feed")
@@ -87,7 +88,12 @@ class HomeFeed:
         want = size + 1
         floor = before or NEWEST_CURSOR
         try:
+            done = self._rebuilds_done
             stored = await self._stored(tenant, user, before, want)
+            if stored is None and self._rebuilds_done != done:
+                # A rebuild finished while this read was on its way: look again rather
+                # than pull what the timeline now holds.
+                stored = await self._stored(tenant, user, before, want)
         except RedisError as error:
             self._bypassed.add(1)
             _log.warning("redis failed; feed read from postgres", error=str(error))
@@ -144,20 +150,23 @@ class HomeFeed:
         pulled = self._rebuilding.get((tenant, user))
         if pulled is not None and (before, want) in pulled:
             return pulled[(before, want)]
-        items = await self.pulls.run(
-            (tenant, user, before, want),
-            lambda: self.repository.pull(tenant, user, before, want),
-        )
-        pulled = self._rebuilding.get((tenant, user))
-        if pulled is not None and len(pulled) < _PAGES_KEPT:
-            pulled[(before, want)] = items
-        return items
+
+        async def load() -> list[Item]:
+            items = await self.repository.pull(tenant, user, before, want)
+            # Kept before the shared load ends, so no caller arrives in between.
+            pulled = self._rebuilding.get((tenant, user))
+            if pulled is not None and len(pulled) < _PAGES_KEPT:
+                pulled[(before, want)] = items
+            return items
+
+        return await self.pulls.run((tenant, user, before, want), load)
 
     async def _rebuild(self, tenant: uuid.UUID, user: uuid.UUID) -> None:
         try:
             await self.rebuilds.run((tenant, user), lambda: self._rebuild_now(tenant, user))
         finally:
             self._rebuilding.pop((tenant, user), None)
+            self._rebuilds_done += 1
 
     async def _rebuild_now(self, tenant: uuid.UUID, user: uuid.UUID) -> None:
         """The timeline from the projections, once across processes (a Redis lock); then
