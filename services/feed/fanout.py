@@ -47,9 +47,7 @@ class Fanout:
     def __init__(self, redis: Redis, settings: FeedSettings) -> None:
         self.redis = redis
         self.settings = settings
-        self.timelines = Timelines(
-            redis, max_items=settings.max_items, ttl_seconds=settings.active_days * 86400
-        )
+        self.timelines = Timelines.of(redis, settings)
 
     def register(self, consumer: Consumer) -> None:
         consumer.on("PostCreated", self.post_created)

@@ -10,6 +10,7 @@ from services.feed.fanout import GROUP, Fanout
 from services.feed.reader import HomeFeed
 from services.feed.repository import SCHEMA, FeedRepository
 from services.feed.servicer import FeedServicer
+from services.feed.timelines import Timelines
 from services.runtime.events.consumer import Consumer
 from services.runtime.spec import ConsumerContext, ConsumerSpec, Dependencies, ServiceSpec
 from services.runtime.validation import validated
@@ -22,7 +23,7 @@ def _add_to_server(server: aio.Server, deps: Dependencies) -> None:
     if deps.redis is None:
         raise RuntimeError("the feed service needs Redis (its SPEC says uses_redis)")
     settings = deps.config.feed
-    timelines = Fanout(deps.redis, settings).timelines
+    timelines = Timelines.of(deps.redis, settings)
     feed = HomeFeed(FeedRepository(deps.db), timelines, settings)
     feed_pb2_grpc.add_FeedServiceServicer_to_server(validated(FeedServicer(feed), _SERVICE), server)
 

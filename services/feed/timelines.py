@@ -31,6 +31,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from services.runtime.feed_settings import FeedSettings
+
 SENTINEL = ""
 
 _READ = """
@@ -140,6 +142,11 @@ def seen_key(tenant_id: uuid.UUID, user_id: uuid.UUID) -> str:
 
 class Timelines:
     """The scripts, registered once per client (EVALSHA, loaded again after a restart)."""
+
+    @classmethod
+    def of(cls, redis: Redis, settings: FeedSettings) -> Timelines:
+        """Capped at NOVA_FEED_MAX_ITEMS; a timeline unread for NOVA_FEED_ACTIVE_DAYS expires."""
+        return cls(redis, max_items=settings.max_items, ttl_seconds=settings.active_days * 86400)
 
     def __init__(self, redis: Redis, *, max_items: int, ttl_seconds: int) -> None:
         self.redis = redis
