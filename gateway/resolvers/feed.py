@@ -1,9 +1,9 @@
 """homeFeed: the page from FeedService.GetHomeFeed (post ids, their authors and a cursor
 from the viewer's timeline), then the posts through the posts DataLoader (one
-BatchGetPosts for the page), with their comments fetched beside them and the authors and
-commenters in one BatchGetUsers (lookahead.py). The stats come with the fields that ask
-for them. Five RPCs per page, whatever its size and however many people the viewer
-follows.
+BatchGetPosts for the page), with their comments and stats fetched beside them and the
+authors and commenters in one BatchGetUsers (lookahead.py): by the time the page's
+fields resolve, every value they ask for is there. Five RPCs per page, whatever its size
+and however many people the viewer follows.
 """
 
 import asyncio
@@ -28,6 +28,9 @@ model's unit (gateway.limits): its two RPCs, and a page FeedService serves from
 PostgreSQL (a missing timeline, or a page past its cap: one index descent per followed
 author). Usually it is one Redis round trip, but a caller chooses its cursor, so the
 limit is checked against the worst case."""
+
+_STATS = ("likeCount", "commentCount", "viewerHasLiked")
+"""The Post fields BatchGetPostStats answers."""
 
 feed_query = QueryType()
 
@@ -67,8 +70,8 @@ async def resolve_home_feed(
 
 async def _prefetch(info: Info, items: Sequence[feed_pb2.FeedItem]) -> None:
     """Starts what the page's posts will ask for, beside BatchGetPosts: their comments
-    (the query's `comments(first: …)`), then the post authors and commenters in one
-    BatchGetUsers. The field resolvers then find them in the loaders' caches."""
+    (the query's `comments(first: …)`) and stats, then the post authors and commenters
+    in one BatchGetUsers. The field resolvers then find them in the loaders' caches."""
     comments_field = info.schema.get_type("Post").fields["comments"]  # type: ignore[union-attr]
     comment_nodes = lookahead.selected(info, ("edges", "node", "comments"))
     firsts = {args["first"] for args in lookahead.arguments(info, comment_nodes, comments_field)}
@@ -80,4 +83,9 @@ async def _prefetch(info: Info, items: Sequence[feed_pb2.FeedItem]) -> None:
             else []
         ),
         commenters=bool(lookahead.selected(info, ("edges", "node", "comments", "author"))),
+        stats=(
+            [item.post_id for item in items]
+            if any(lookahead.selected(info, ("edges", "node", name)) for name in _STATS)
+            else []
+        ),
     )

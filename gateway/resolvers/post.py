@@ -1,46 +1,56 @@
-"""Post and Comment: every edge to another object goes through a DataLoader."""
+"""Post and Comment: every edge to another object goes through a DataLoader, and is
+answered at once when its load has already finished (`settled`)."""
 
+from collections.abc import Awaitable
+from operator import attrgetter
 from typing import Any
 
 from ariadne import ObjectType
 
 from gateway.context import Info
+from gateway.loaders import itself, settled
 from nova.content.v1 import content_pb2
 from nova.user.v1 import user_pb2
 
 post = ObjectType("Post")
 comment = ObjectType("Comment")
 
+_like_count = attrgetter("like_count")
+_comment_count = attrgetter("comment_count")
+_viewer_has_liked = attrgetter("viewer_has_liked")
+
 
 @post.field("author")
 @comment.field("author")
-async def resolve_author(obj: content_pb2.Post | content_pb2.Comment, info: Info) -> user_pb2.User:
-    return await info.context.loaders.users.load(obj.author_id)
+def resolve_author(
+    obj: content_pb2.Post | content_pb2.Comment, info: Info
+) -> user_pb2.User | Awaitable[user_pb2.User]:
+    return settled(info.context.loaders.users.load(obj.author_id), itself)
 
 
 @post.field("likeCount")
-async def resolve_like_count(obj: content_pb2.Post, info: Info) -> int:
-    return (await info.context.loaders.stats.load(obj.id)).like_count
+def resolve_like_count(obj: content_pb2.Post, info: Info) -> int | Awaitable[int]:
+    return settled(info.context.loaders.stats.load(obj.id), _like_count)
 
 
 @post.field("commentCount")
-async def resolve_comment_count(obj: content_pb2.Post, info: Info) -> int:
-    return (await info.context.loaders.stats.load(obj.id)).comment_count
+def resolve_comment_count(obj: content_pb2.Post, info: Info) -> int | Awaitable[int]:
+    return settled(info.context.loaders.stats.load(obj.id), _comment_count)
 
 
 @post.field("viewerHasLiked")
-async def resolve_viewer_has_liked(obj: content_pb2.Post, info: Info) -> bool:
-    return (await info.context.loaders.stats.load(obj.id)).viewer_has_liked
+def resolve_viewer_has_liked(obj: content_pb2.Post, info: Info) -> bool | Awaitable[bool]:
+    return settled(info.context.loaders.stats.load(obj.id), _viewer_has_liked)
 
 
 @post.field("comments")
-async def resolve_comments(
+def resolve_comments(
     obj: content_pb2.Post, info: Info, first: int
-) -> list[content_pb2.Comment]:
+) -> list[content_pb2.Comment] | Awaitable[list[content_pb2.Comment]]:
     # `first` was checked against BatchListComments' maximum before execution (limits).
-    return await info.context.loaders.comments.load((obj.id, first))
+    return settled(info.context.loaders.comments.load((obj.id, first)), itself)
 
 
 @comment.field("post")
-async def resolve_comment_post(obj: content_pb2.Comment, info: Info) -> Any:
-    return await info.context.loaders.posts.load(obj.post_id)
+def resolve_comment_post(obj: content_pb2.Comment, info: Info) -> Any:
+    return settled(info.context.loaders.posts.load(obj.post_id), itself)

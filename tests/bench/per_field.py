@@ -24,7 +24,12 @@ class PerFieldLoaders(Loaders):
     three stats fields and each comment's author are one RPC apiece."""
 
     async def prefetch(
-        self, comments: Sequence[CommentsKey], *, authors: Sequence[str], commenters: bool
+        self,
+        comments: Sequence[CommentsKey],
+        *,
+        authors: Sequence[str],
+        commenters: bool,
+        stats: Sequence[str] = (),
     ) -> None:
         """Nothing: without a cache, what it fetched would be fetched again by each field."""
 

@@ -5,6 +5,7 @@ request's deadline and Authorization header."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from typing import Any
 
@@ -14,7 +15,7 @@ from grpc import aio
 
 from gateway.clients import Backend, Clients, RpcCounter
 from gateway.errors import BackendError, NotFound
-from gateway.loaders import Loaders
+from gateway.loaders import Loaders, itself, settled
 from nova.user.v1 import user_pb2
 from tests.bench.per_field import PerFieldLoaders
 
@@ -79,6 +80,27 @@ async def test_a_failed_batch_is_not_kept_so_the_next_load_calls_again() -> None
     assert failed.value.extensions["code"] == "UNAVAILABLE"
     assert (await loaders.users.load("u1")).id == "u1"
     assert len(users.calls) == 2
+
+
+async def test_a_finished_load_is_answered_at_once_and_a_pending_one_later() -> None:
+    users = FakeUsers()
+    loaders = loaders_over(users)
+    pending = settled(loaders.users.load("u1"), itself)
+    assert inspect.isawaitable(pending)
+    assert (await pending).id == "u1"
+
+    ready = settled(loaders.users.load("u1"), lambda user: user.id)
+
+    assert ready == "u1"  # a value, not an awaitable: graphql-core completes it in place
+    assert len(users.calls) == 1
+
+
+async def test_a_finished_load_that_failed_raises_its_error_at_once() -> None:
+    loaders = loaders_over(FakeUsers())
+    with pytest.raises(NotFound):
+        await loaders.users.load("missing")
+    with pytest.raises(NotFound):
+        settled(loaders.users.load("missing"), itself)
 
 
 async def test_the_benchmarks_per_field_loaders_make_every_load_its_own_call() -> None:
