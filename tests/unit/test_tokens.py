@@ -3,14 +3,17 @@ they expire; the key is NOVA_AUTH_SECRET, or in development one made whole, once
 private in the data folder; previous keys still verify, by the `kid` a token names."""
 
 import stat
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import jwt
 import pytest
 
+from services.runtime import auth
 from services.runtime.auth import Caller, TokenCodec, development_secret, key_id
 from services.runtime.config import Config
 from services.runtime.env import ConfigError
@@ -150,3 +153,42 @@ def test_previous_keys_and_the_audience_are_read_with_bounds(tmp_path: Path) -> 
             Config.from_env({variable: value}, default_ports={})
     assert Config.from_env({"NOVA_AUTH_PREVIOUS_SECRETS": ",".join([OLD] * 10)}, default_ports={})
     assert Config.from_env({"NOVA_AUTH_AUDIENCE": "a" * 100}, default_ports={}).auth_audience
+
+
+def test_a_verified_token_is_remembered_until_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    codec = TokenCodec(SECRET, timedelta(seconds=1))
+    token, _ = codec.issue(ALICE)
+    assert codec.verify(token) == ALICE
+    with monkeypatch.context() as patched:
+        patched.setattr(jwt, "decode", _no_decoding)
+        assert codec.verify(token) == ALICE  # remembered: not decoded again
+
+    time.sleep(1.1)  # tokens' expiry has a resolution of a second
+
+    with pytest.raises(Unauthenticated, match="expired"):
+        codec.verify(token)
+
+
+def _no_decoding(*args: object, **kwargs: object) -> NoReturn:
+    raise AssertionError("the token was decoded again")
+
+
+def test_remembered_tokens_are_bounded_and_forged_ones_never_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(auth, "VERIFIED_TOKENS", 3)
+    codec = TokenCodec(SECRET, TTL)
+    tokens = [
+        codec.issue(Caller(user_id=uuid.uuid4(), tenant_id=uuid.uuid4(), handle=f"u{i}"))[0]
+        for i in range(5)
+    ]
+    for token in tokens:
+        codec.verify(token)
+    assert len(codec._verified) == 3
+    assert codec.verify(tokens[0]).handle == "u0"  # forgotten, so verified again
+
+    forged = tokens[1][:-4] + ("AAAA" if not tokens[1].endswith("AAAA") else "BBBB")
+    for _ in range(2):
+        with pytest.raises(Unauthenticated):
+            codec.verify(forged)
+    assert forged not in codec._verified
