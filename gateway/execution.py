@@ -8,11 +8,13 @@ request is told apart as GraphQL over HTTP needs: a body that is not a GraphQL r
 under application/graphql-response+json), or a mutation sent with GET (405).
 """
 
+import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from inspect import isawaitable
-from typing import Any
+from types import CoroutineType
+from typing import Any, TypeGuard
 
 from graphql import (
     DocumentNode,
@@ -153,6 +155,7 @@ class Executor:
             context_value=context,
             variable_values=runnable.variables,
             operation_name=runnable.operation_name,
+            is_awaitable=_is_awaitable,
         )
         if isawaitable(result):
             result = await result
@@ -206,6 +209,14 @@ class Executor:
             )
         cost = check_cost(self.schema.graphql, prepared.document, operation, coerced, self.settings)
         return _Runnable(prepared.document, operation, variables, operation_name, cost)
+
+
+def _is_awaitable(value: Any) -> TypeGuard[Awaitable[Any]]:
+    """What graphql-core asks of every value a field resolves to. The gateway's resolvers
+    return a coroutine, an asyncio Future (a DataLoader's load, a gather) or a value;
+    graphql-core's own check also looks for `__await__` on every protobuf message and
+    string, which cost 4% of the gateway's CPU on a feed page."""
+    return isinstance(value, CoroutineType | asyncio.Future)
 
 
 class _Rejected(Exception):

@@ -18,7 +18,7 @@ returned it or of the connection it belongs to (a connection's `edges` are as lo
 response: the objects it holds, and a weighted field's weight each time it resolved.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from graphql import (
@@ -321,10 +321,18 @@ def _weight(parent: GraphQLNamedType, name: str) -> int:
     return FIELD_WEIGHTS.get(f"{parent.name}.{name}", 0)
 
 
+_Step = tuple[str, int, SelectionSetNode | None, GraphQLNamedType]
+"""A field of a selection set that can add to the actual cost: its response key, its
+weight, and its selection set and returned type when it is composite."""
+
+
 class _Actual:
     def __init__(self, schema: GraphQLSchema, document: DocumentNode) -> None:
         self._schema = schema
         self._fragments = _fragments(document)
+        self._plans: dict[tuple[int, str], list[_Step]] = {}
+        """By selection set (its id: the document outlives the walk) and type: a list's
+        items share one, so each is planned once per response, not once per item."""
 
     def selections(
         self, selection_set: SelectionSetNode, parent: GraphQLNamedType, data: Any
@@ -332,33 +340,46 @@ class _Actual:
         if not isinstance(data, dict):
             return 0
         total = 0
+        for key, weight, children, returned in self._plan(selection_set, parent):
+            value = data.get(key)
+            if value is None:
+                continue
+            total += weight
+            if children is not None:
+                items = value if isinstance(value, list) else [value]
+                total += sum(
+                    1 + self.selections(children, returned, item)
+                    for item in items
+                    if isinstance(item, dict)
+                )
+        return total
+
+    def _plan(self, selection_set: SelectionSetNode, parent: GraphQLNamedType) -> list[_Step]:
+        memo = (id(selection_set), parent.name)
+        plan = self._plans.get(memo)
+        if plan is None:
+            plan = self._plans[memo] = list(self._steps(selection_set, parent))
+        return plan
+
+    def _steps(self, selection_set: SelectionSetNode, parent: GraphQLNamedType) -> Iterator[_Step]:
         for selection in selection_set.selections:
             if isinstance(selection, FieldNode):
-                total += self._field(selection, parent, data)
+                name = selection.name.value
+                weight = _weight(parent, name)
+                if name.startswith("__") or not isinstance(
+                    parent, GraphQLObjectType | GraphQLInterfaceType
+                ):
+                    continue
+                if selection.selection_set is None and not weight:
+                    continue  # most of a response: a leaf that carries no weight
+                returned = get_named_type(parent.fields[name].type)
+                key = (selection.alias or selection.name).value
+                yield key, weight, selection.selection_set, returned
             elif isinstance(selection, InlineFragmentNode):
                 condition = selection.type_condition
                 inner = self._schema.get_type(condition.name.value) if condition else parent
-                total += self.selections(selection.selection_set, inner or parent, data)
+                yield from self._steps(selection.selection_set, inner or parent)
             elif isinstance(selection, FragmentSpreadNode):
                 fragment = self._fragments[selection.name.value]
                 inner = self._schema.get_type(fragment.type_condition.name.value)
-                total += self.selections(fragment.selection_set, inner or parent, data)
-        return total
-
-    def _field(self, node: FieldNode, parent: GraphQLNamedType, data: dict[str, Any]) -> int:
-        name = node.name.value
-        if name.startswith("__") or not isinstance(
-            parent, GraphQLObjectType | GraphQLInterfaceType
-        ):
-            return 0
-        value = data.get((node.alias or node.name).value)
-        total = _weight(parent, name) if value is not None else 0
-        if node.selection_set is None:
-            return total
-        returned = get_named_type(parent.fields[name].type)
-        items = value if isinstance(value, list) else [value]
-        return total + sum(
-            1 + self.selections(node.selection_set, returned, item)
-            for item in items
-            if isinstance(item, dict)
-        )
+                yield from self._steps(fragment.selection_set, inner or parent)
