@@ -97,4 +97,10 @@ async def migrate(
             done.append(migration.name)
         return done
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", lock_key)
+        try:
+            await conn.execute("SELECT pg_advisory_unlock($1)", lock_key)
+        except BaseException:
+            # A pool may hand connections on without a reset: one still holding the lock
+            # must not go back to it.
+            conn.terminate()
+            raise

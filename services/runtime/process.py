@@ -90,8 +90,13 @@ async def open_dependencies(
         if dsn is None:
             dsn = await stack.enter_async_context(database_url(config))
         db = await stack.enter_async_context(
+            # RPCs keep no session state on a connection; migrations, which take a session
+            # lock, release it themselves (or drop the connection).
             open_database(
-                dsn, size=config.db_pool_size, acquire_timeout_ms=config.db_acquire_timeout_ms
+                dsn,
+                size=config.db_pool_size,
+                acquire_timeout_ms=config.db_acquire_timeout_ms,
+                session_state=False,
             )
         )
         redis = None
