@@ -50,7 +50,7 @@ class Database:
 class _KeptAsIs(asyncpg.Connection):
     """A connection handed back to its pool without asyncpg's reset: no `SELECT
     pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` round trip after every
-    call (a tenth of the services' CPU on a feed page, and PostgreSQL's). An open
+    call (5% of the services' CPU on a feed page, and PostgreSQL's for it). An open
     transaction is still rolled back."""
 
     def get_reset_query(self) -> str:
