@@ -9,8 +9,8 @@ no dead end.
 - Missing timeline (new or returning user, expired, evicted, Redis flushed or restarted):
   this page comes from the pull path (the same posts the timeline would hold, read from
   the projections), and the timeline is rebuilt in the background. Concurrent readers of
-  one missing timeline share one pull and one rebuild (SingleFlight here, and a Redis
-  lock across processes).
+  one missing timeline share one pull (SingleFlight) and one rebuild (one per user in a
+  process, and a Redis lock across processes).
 - Past the cap: a page that runs past the oldest stored post of a full timeline continues
   from PostgreSQL with the same cursor (a post id), so scrolling never ends at 800.
 - Redis down or slow: the pull path serves the page, counted in
@@ -20,7 +20,6 @@ no dead end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
@@ -56,7 +55,6 @@ class HomeFeed:
     timelines: Timelines
     settings: FeedSettings
     meter: metrics.Meter | None = None
-    rebuilds: SingleFlight[UserKey, None] = field(default_factory=SingleFlight)
     pulls: SingleFlight[tuple[uuid.UUID, uuid.UUID, uuid.UUID, int], list[Item]] = field(
         default_factory=SingleFlight
     )
@@ -66,6 +64,8 @@ class HomeFeed:
     )
     """Users whose timeline is being rebuilt, with the pages pulled meanwhile."""
     _rebuilds_done: int = field(default=0, init=False, repr=False)
+    rebuilds_started: int = field(default=0, init=False)
+    """Rebuilds this process started (one per missing timeline, however many read it)."""
 
     def __post_init__(self) -> None:
         meter = self.meter if self.meter is not None else metrics.get_meter("nova.feed")
@@ -162,8 +162,11 @@ class HomeFeed:
         return await self.pulls.run((tenant, user, before, want), load)
 
     async def _rebuild(self, tenant: uuid.UUID, user: uuid.UUID) -> None:
+        # One per user at a time in this process: readers who miss while it runs find the
+        # user in _rebuilding and do not start another.
+        self.rebuilds_started += 1
         try:
-            await self.rebuilds.run((tenant, user), lambda: self._rebuild_now(tenant, user))
+            await self._rebuild_now(tenant, user)
         finally:
             self._rebuilding.pop((tenant, user), None)
             self._rebuilds_done += 1
@@ -206,10 +209,17 @@ class HomeFeed:
             _log.warning("feed background work failed", error=f"{type(error).__name__}: {error}")
 
     async def close(self) -> None:
-        """Waits for background work (rebuilds, activity) to finish, at shutdown."""
-        for task in list(self._background):
-            with contextlib.suppress(Exception):
-                await task
+        """Waits for background work (rebuilds, activity) to finish, at shutdown; if this
+        wait is cancelled (past the grace period), so is the work (gather's rule): a
+        rebuild cut short leaves no timeline, which the next read rebuilds."""
+        try:
+            while self._background:
+                await asyncio.gather(*self._background, return_exceptions=True)
+        except asyncio.CancelledError:
+            # The work is cancelled too: let it release its rebuild lock before going.
+            if self._background:
+                await asyncio.wait(list(self._background), timeout=1.0)
+            raise
 
 
 def _merged(*parts: Iterable[Item]) -> list[Item]:

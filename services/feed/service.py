@@ -12,20 +12,27 @@ from services.feed.repository import SCHEMA, FeedRepository
 from services.feed.servicer import FeedServicer
 from services.feed.timelines import Timelines
 from services.runtime.events.consumer import Consumer
-from services.runtime.spec import ConsumerContext, ConsumerSpec, Dependencies, ServiceSpec
+from services.runtime.spec import (
+    Closer,
+    ConsumerContext,
+    ConsumerSpec,
+    Dependencies,
+    ServiceSpec,
+)
 from services.runtime.validation import validated
 
 _SERVICE = feed_pb2.DESCRIPTOR.services_by_name["FeedService"]
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def _add_to_server(server: aio.Server, deps: Dependencies) -> None:
+def _add_to_server(server: aio.Server, deps: Dependencies) -> Closer:
     if deps.redis is None:
         raise RuntimeError("the feed service needs Redis (its SPEC says uses_redis)")
     settings = deps.config.feed
     timelines = Timelines.of(deps.redis, settings)
     feed = HomeFeed(FeedRepository(deps.db), timelines, settings)
     feed_pb2_grpc.add_FeedServiceServicer_to_server(validated(FeedServicer(feed), _SERVICE), server)
+    return feed.close
 
 
 def _build_consumer(context: ConsumerContext) -> Consumer:

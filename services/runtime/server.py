@@ -7,6 +7,7 @@ period ends.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from services.runtime.auth import Caller, TokenCodec, current_caller
 from services.runtime.errors import STATUS_BY_ERROR, Unauthenticated
 from services.runtime.logs import ACCESS_LINES
 from services.runtime.server_layers import DEFAULT_LAYERS, ServerLayers
-from services.runtime.spec import Dependencies, ServiceSpec
+from services.runtime.spec import Closer, Dependencies, ServiceSpec
 from services.runtime.tls import ServerTls, is_loopback
 
 _log = structlog.get_logger("nova.server")
@@ -171,15 +172,27 @@ class RunningServer:
     server: aio.Server
     health: Any  # grpc_health.v1.health.aio.HealthServicer (untyped)
     port: int
+    close: Closer | None = None
+    """The service's background work, finished after the last call (add_to_server's)."""
 
     async def drain(self) -> None:
         """Health turns NOT_SERVING (every service name); calls are still served."""
         await self.health.enter_graceful_shutdown()
 
     async def stop(self, grace_seconds: float) -> None:
-        """Drains, then stops taking calls; those in flight get `grace_seconds`."""
+        """Drains, then stops taking calls; those in flight get `grace_seconds`, and so
+        does the background work they left (cancelled after it)."""
         await self.drain()
         await self.server.stop(grace_seconds)
+        if self.close is not None:
+            try:
+                await asyncio.wait_for(self.close(), timeout=max(grace_seconds, 0.1))
+            except TimeoutError:
+                _log.warning(
+                    "background work cut short at shutdown",
+                    service=self.spec.name,
+                    grace_seconds=grace_seconds,
+                )
 
 
 async def start_server(
@@ -194,7 +207,7 @@ async def start_server(
     """Serves `spec` on host:port (0: a free one), over TLS when `tls` is given (reflection
     and health too: they share the port), in plaintext otherwise."""
     server = chained_server(deps.tokens, layers, options=server_options(layers))
-    spec.add_to_server(server, deps)
+    close = spec.add_to_server(server, deps)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -225,4 +238,4 @@ async def start_server(
     freeze_startup_heap()
     for name in ("", spec.full_name):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(spec=spec, server=server, health=health_servicer, port=bound)
+    return RunningServer(spec=spec, server=server, health=health_servicer, port=bound, close=close)

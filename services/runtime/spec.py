@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -58,6 +58,10 @@ class ConsumerContext:
     """The process's Redis, for groups whose SPEC says uses_redis."""
 
 
+Closer = Callable[[], Awaitable[None]]
+"""Waits for a service's background work at shutdown; cancelled past the grace period."""
+
+
 @dataclass(frozen=True)
 class ConsumerSpec:
     """A consumer group this build can run: where its effects live and how to build it."""
@@ -83,7 +87,9 @@ class ServiceSpec:
     schema: str
     """The PostgreSQL schema this service owns."""
     migrations: Path
-    add_to_server: Callable[[aio.Server, Dependencies], None]
+    add_to_server: Callable[[aio.Server, Dependencies], Closer | None]
+    """Adds its servicer; may return what finishes its background work (a timeline
+    rebuild, a cache refresh) once the server takes no more calls."""
     aggregate_types: tuple[str, ...] = ()
     """The aggregates whose events it writes to its outbox, one topic each
     (nova.<aggregate>.v1); a service with none has no outbox."""

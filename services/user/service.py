@@ -6,7 +6,13 @@ from grpc import aio
 
 from nova.user.v1 import user_pb2, user_pb2_grpc
 from services.runtime.events.consumer import Consumer
-from services.runtime.spec import ConsumerContext, ConsumerSpec, Dependencies, ServiceSpec
+from services.runtime.spec import (
+    Closer,
+    ConsumerContext,
+    ConsumerSpec,
+    Dependencies,
+    ServiceSpec,
+)
 from services.runtime.validation import validated
 from services.user import events
 from services.user.cache import GROUP as CACHE_GROUP
@@ -20,7 +26,7 @@ _SERVICE = user_pb2.DESCRIPTOR.services_by_name["UserService"]
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def _add_to_server(server: aio.Server, deps: Dependencies) -> None:
+def _add_to_server(server: aio.Server, deps: Dependencies) -> Closer | None:
     sign_in = deps.config.sign_in
     passwords = Passwords.for_profile(
         deps.config.password_hash_profile,
@@ -38,6 +44,7 @@ def _add_to_server(server: aio.Server, deps: Dependencies) -> None:
         repository, passwords, deps.tokens, SignInLimits(sign_in), preferences=cached
     )
     user_pb2_grpc.add_UserServiceServicer_to_server(validated(servicer, _SERVICE), server)
+    return cached.cache.settled if cached is not None else None
 
 
 def _build_cache_consumer(context: ConsumerContext) -> Consumer:
