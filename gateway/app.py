@@ -35,8 +35,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.admission import Admission, Refused
 from gateway.clients import Clients
-from gateway.errors import BadRequest, GatewayError, RequestTooLarge, request_error
+from gateway.errors import BadRequest, GatewayError, Overloaded, RequestTooLarge, request_error
 from gateway.execution import Executor
 from gateway.loaders import Loaders
 from gateway.media_types import GRAPHQL_RESPONSE, JSON, is_json_request, response_type
@@ -63,6 +64,7 @@ class GatewayApp:
     asgi: Starlette
     executor: Executor
     """Its document cache and persisted queries, for tests and the benchmark."""
+    admission: Admission
 
 
 def build_app(
@@ -77,9 +79,10 @@ def build_app(
     safelist = load_safelist(settings.safelist) if settings.safelist else None
     schema = build_schema()
     executor = Executor(schema, settings, clients, safelist=safelist, loaders=loaders)
+    admission = Admission(settings.admission)
     graphql = GraphQL(
         schema.graphql,
-        http_handler=_Handler(executor, observer, settings.max_body_bytes),
+        http_handler=_Handler(executor, admission, observer, settings.max_body_bytes),
         introspection=settings.introspection_enabled,
         explorer=ExplorerGraphiQL(title="Nova"),
         debug=not settings.production,
@@ -87,7 +90,7 @@ def build_app(
     asgi = Starlette(
         routes=[Route("/graphql", graphql), Route("/healthz", _healthz, methods=["GET"])]
     )
-    return GatewayApp(asgi=asgi, executor=executor)
+    return GatewayApp(asgi=asgi, executor=executor, admission=admission)
 
 
 async def _healthz(request: Request) -> Response:
@@ -97,9 +100,12 @@ async def _healthz(request: Request) -> Response:
 class _Handler(GraphQLHTTPHandler):
     """Ariadne's HTTP handler with the gateway's Executor in place of ariadne.graphql()."""
 
-    def __init__(self, executor: Executor, observer: Observer | None, max_body: int) -> None:
+    def __init__(
+        self, executor: Executor, admission: Admission, observer: Observer | None, max_body: int
+    ) -> None:
         super().__init__()
         self._executor = executor
+        self._admission = admission
         self._observer = observer
         self._max_body = max_body
 
@@ -122,10 +128,14 @@ class _Handler(GraphQLHTTPHandler):
                 JSON,
             )
         try:
-            payload = _get_payload(request) if is_get else await self._post_payload(request)
-        except _Refused as refused:
-            return _refusal(refused.status, refused.error, media)
-        return await self._run(request, payload, media, queries_only=is_get)
+            async with self._admission.turn():
+                try:
+                    payload = _get_payload(request) if is_get else await self._post_payload(request)
+                except _Refused as refused:
+                    return _refusal(refused.status, refused.error, media)
+                return await self._run(request, payload, media, queries_only=is_get)
+        except Refused as refused:
+            return _overloaded(refused, media)
 
     async def _post_payload(self, request: Request) -> Any:
         content_type = request.headers.get("content-type")
@@ -198,6 +208,25 @@ def _get_payload(request: Request) -> dict[str, Any]:
 def _refusal(status: int, error: GatewayError, media: str) -> Response:
     return _JSONResponse(
         {"errors": [request_error(error)]}, status_code=status, media_type=_content_type(media)
+    )
+
+
+_RETRY_AFTER_SECONDS = 1
+"""HTTP's Retry-After counts whole seconds; a second is long next to a feed page, which
+is the point: a client told to back off should let the queue drain."""
+
+
+def _overloaded(refused: Refused, media: str) -> Response:
+    error = Overloaded(
+        f"the gateway is at capacity ({refused.in_flight} requests in progress, "
+        f"{refused.queued} waiting); retry after {_RETRY_AFTER_SECONDS} s",
+        retry_after_seconds=_RETRY_AFTER_SECONDS,
+    )
+    return _JSONResponse(
+        {"errors": [request_error(error)]},
+        status_code=503,
+        headers={"retry-after": str(_RETRY_AFTER_SECONDS)},
+        media_type=_content_type(media),
     )
 
 

@@ -115,6 +115,16 @@ class RequestTooLarge(GatewayError):
         super().__init__(message, limit="maxBodyBytes", value=value, maximum=maximum)
 
 
+class Overloaded(GatewayError):
+    """This gateway process is executing all the requests it admits and no turn came free
+    in time (gateway/admission.py): answered 503 with Retry-After."""
+
+    code = "OVERLOADED"
+
+    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
+        super().__init__(message, retryAfterSeconds=retry_after_seconds)
+
+
 class BackendError(GatewayError):
     """A failed RPC; `code` is per instance, from CODE_BY_STATUS, or RATE_LIMITED for a
     refusal the service marked as this caller's. A RESOURCE_EXHAUSTED that says when to

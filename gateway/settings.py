@@ -4,8 +4,10 @@ The process's NOVA_* configuration fills it in; tests and `./dev bench feed` bui
 directly. Every limit is checked at construction, so a bad value fails at start.
 """
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from gateway.admission import AdmissionSettings
 
 DEFAULT_PORT = 8080
 
@@ -65,6 +67,8 @@ class GatewaySettings:
     """Registrations one client address may make at once."""
     safelist: Path | None = None
     """An Apollo persisted query manifest; when set, only its documents run."""
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
+    """Requests executing at once per process, and how long the next ones may wait."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -73,14 +77,14 @@ class GatewaySettings:
             raise ValueError(
                 f"request_timeout_seconds must be positive, got {self.request_timeout_seconds}"
             )
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if field.name.startswith("max_") and value < 1:
-                raise ValueError(f"{field.name} must be at least 1, got {value}")
-            if field.name.endswith(("_cache_size", "_cache_bytes")) and value < 0:
-                raise ValueError(f"{field.name} must not be negative, got {value}")
-            if field.name.startswith("persisted_query_registration") and value < 1:
-                raise ValueError(f"{field.name} must be at least 1, got {value}")
+        for each in fields(self):
+            value = getattr(self, each.name)
+            if each.name.startswith("max_") and value < 1:
+                raise ValueError(f"{each.name} must be at least 1, got {value}")
+            if each.name.endswith(("_cache_size", "_cache_bytes")) and value < 0:
+                raise ValueError(f"{each.name} must not be negative, got {value}")
+            if each.name.startswith("persisted_query_registration") and value < 1:
+                raise ValueError(f"{each.name} must be at least 1, got {value}")
 
     @property
     def introspection_enabled(self) -> bool:

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 import click
 
+from gateway.admission import AdmissionSettings
 from gateway.clients import Target
 from gateway.settings import GatewaySettings
 from services.runtime.env import ConfigError, EnvReader
@@ -52,6 +53,13 @@ def gateway_settings(read: EnvReader, *, mode: str = "production") -> GatewaySet
             "NOVA_GATEWAY_APQ_REGISTRATION_BURST", 50, 1, 1_000_000
         ),
         safelist=read.existing_file("NOVA_GATEWAY_SAFELIST"),
+        admission=AdmissionSettings(
+            max_in_flight=read.number("NOVA_GATEWAY_MAX_IN_FLIGHT", 16, 1, 100_000),
+            max_queued=read.number("NOVA_GATEWAY_MAX_QUEUED", 64, 0, 1_000_000),
+            queue_timeout_seconds=read.seconds_from_ms(
+                "NOVA_GATEWAY_QUEUE_TIMEOUT_MS", 50, 0, 60_000
+            ),
+        ),
     )
 
 

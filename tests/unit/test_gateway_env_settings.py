@@ -23,6 +23,11 @@ NEW = {
     ),
     "NOVA_GATEWAY_APQ_REGISTRATION_BURST": ("persisted_query_registration_burst", 1_000_000),
 }
+ADMISSION = {
+    "NOVA_GATEWAY_MAX_IN_FLIGHT": ("max_in_flight", 100_000, 100_000),
+    "NOVA_GATEWAY_MAX_QUEUED": ("max_queued", 1_000_000, 1_000_000),
+    "NOVA_GATEWAY_QUEUE_TIMEOUT_MS": ("queue_timeout_seconds", 60_000, 60.0),
+}
 
 
 def test_the_environments_defaults_are_the_settings_defaults() -> None:
@@ -49,3 +54,12 @@ def test_each_new_setting_is_read_up_to_its_maximum_and_refused_past_it(variable
 def test_a_registration_rate_below_one_is_refused(name: str) -> None:
     with pytest.raises(ValueError, match=f"{name} must be at least 1"):
         GatewaySettings(**{name: 0})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("variable", ADMISSION)
+def test_the_admission_settings_are_read_up_to_their_maximum(variable: str) -> None:
+    name, maximum, value = ADMISSION[variable]
+    read = gateway_settings(EnvReader({variable: str(maximum)}), mode="development")
+    assert getattr(read.admission, name) == value
+    with pytest.raises(ConfigError, match=variable):
+        gateway_settings(EnvReader({variable: str(maximum + 1)}), mode="development")
