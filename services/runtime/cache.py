@@ -5,8 +5,16 @@ A miss loads from the database once per key and process (single_flight.py: a cal
 deadline passes stops waiting without failing the others), stores the value for
 `CacheSettings.ttl_seconds`, and ids the loader does not know for the shorter
 `negative_ttl_seconds`, so asking again and again for a missing id costs no query each time.
-Owners delete entries when the data changes (a consumer of the change events); the TTL
-only bounds what a lost invalidation leaves stale.
+Owners forget entries when the data changes (the writer after its commit, and a consumer
+of the change events); the TTL only bounds what a lost invalidation leaves stale.
+
+A store never puts back what a writer forgot. Forgetting deletes the entry and counts a
+write in a mark beside it (`…}:w`, the same hash tag, so the same Cluster slot); a reader
+reads the mark with the entry and stores only if the mark has not moved since (one
+script). Without it, a reader that loaded the old row just before the writer's commit
+and stored it just after the writer's delete would put the old value back for a whole
+TTL (a deleted post shown again for a day). The mark lives WRITE_MARK_SECONDS, longer than
+any load (the database's command timeout is 30 s).
 
 Expiry without a stampede: each entry carries how long its load took (delta) and when it
 expires. A read refreshes it early, in the background, with a probability that rises as
@@ -62,6 +70,20 @@ _MAX_ID_LENGTH = 200
 _HEADER = struct.Struct("<Bdf")
 """kind, expiry (Unix seconds), delta (seconds the load took): 13 bytes before the value."""
 _VALUE, _MISSING = 1, 2
+WRITE_MARK_SECONDS = 35
+"""How long a write's mark stops stores of what was read before it: longer than any load."""
+_STORE = """
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+"""Sets the entry unless a write was marked since the reader read the mark (ARGV[3])."""
+_FORGET = """
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1])
+return 1
+"""
 _FAILURES = (RedisError, OSError, TimeoutError)
 _LOG_EVERY_SECONDS = 10.0
 
@@ -87,6 +109,21 @@ class CacheStats:
     """Loader calls, batch loads counted once."""
     early_refreshes: int = 0
     bypassed: int = 0
+
+
+async def forget_key(redis: Redis, key: str) -> None:
+    """Forgets one entry (`cache_key`'s) and marks the write: what an invalidating
+    consumer does; a failure raises, so the event is retried."""
+    forget = redis.register_script(_FORGET)
+    await forget(keys=[key, _mark(key)], args=[WRITE_MARK_SECONDS * 1000])
+
+
+def _mark(key: str) -> str:
+    return f"{key}:w"
+
+
+def _bytes(raw: object) -> bytes | None:
+    return raw if isinstance(raw, bytes) else None
 
 
 def cache_key(name: str, tenant_id: uuid.UUID, item_id: str, version: int = 1) -> str:
@@ -138,6 +175,7 @@ class Cache(Generic[V]):
         self._random = random_source if random_source is not None else _uniform
         self._clock = clock
         self._flights: SingleFlight[str, V | None] = SingleFlight()
+        self._store = redis.register_script(_STORE)
         self._background: set[asyncio.Task[object]] = set()
         self._last_logged = -math.inf
         meter = meter if meter is not None else metrics.get_meter("nova.cache")
@@ -163,18 +201,19 @@ class Cache(Generic[V]):
         is there, else from one load shared by every concurrent caller of this process."""
         key = self.key(tenant_id, item_id)
         try:
-            raw = await self._bounded(self._redis.get(key))
+            raw, mark = await self._bounded(self._redis.mget(key, _mark(key)))
         except _FAILURES as error:
             self._bypass("read", error)
             return await self._flights.run(key, load)
         entry = self._decode(raw)
+        store = partial(self._load_and_store, key, load, _bytes(mark))
         if entry is None:
             self._count("miss")
-            return await self._flights.run(key, partial(self._load_and_store, key, load))
+            return await self._flights.run(key, store)
         found, expiry, delta = entry
         if self._due_early(expiry, delta) and not self._flights.in_flight(key):
             self.stats.early_refreshes += 1
-            self._in_background(self._flights.run(key, partial(self._load_and_store, key, load)))
+            self._in_background(self._flights.run(key, store))
         self._count("hit" if found is not None else "negative_hit")
         return found[0] if found is not None else None
 
@@ -194,12 +233,16 @@ class Cache(Generic[V]):
         if not ids:
             return {}
         try:
-            raws = await self._bounded(self._redis.mget(keys))
+            read = await self._bounded(
+                self._redis.mget([k for key in keys for k in (key, _mark(key))])
+            )
         except _FAILURES as error:
             self._bypass("read", error)
             self.stats.loads += 1
             loaded = await load_many(ids)
             return {item_id: loaded[item_id] for item_id in ids if item_id in loaded}
+        raws = read[0::2]
+        marks = {item_id: _bytes(m) for item_id, m in zip(ids, read[1::2], strict=True)}
         found: dict[str, V] = {}
         missing: list[str] = []
         early: list[str] = []
@@ -217,16 +260,17 @@ class Cache(Generic[V]):
                 found[item_id] = value[0]
         if early:
             self.stats.early_refreshes += len(early)
-            self._in_background(self._load_many_and_store(tenant_id, early, load_many))
+            self._in_background(self._load_many_and_store(tenant_id, early, load_many, marks))
         if missing:
-            found |= await self._load_many_and_store(tenant_id, missing, load_many)
+            found |= await self._load_many_and_store(tenant_id, missing, load_many, marks)
         return {item_id: found[item_id] for item_id in ids if item_id in found}
 
     async def forget(self, tenant_id: uuid.UUID, item_id: str) -> None:
-        """Deletes the entry, best effort (a failure is counted and logged, not raised):
-        what a writer does right after its commit, before the event path does it again."""
+        """Deletes the entry and marks the write, best effort (a failure is counted and
+        logged, not raised): what a writer does right after its commit, before the event
+        path does it again."""
         try:
-            await self._bounded(self._redis.delete(self.key(tenant_id, item_id)))
+            await self._bounded(forget_key(self._redis, self.key(tenant_id, item_id)))
         except _FAILURES as error:
             self._bypass("delete", error)
 
@@ -235,14 +279,20 @@ class Cache(Generic[V]):
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
-    async def _load_and_store(self, key: str, load: Callable[[], Awaitable[V | None]]) -> V | None:
+    async def _load_and_store(
+        self, key: str, load: Callable[[], Awaitable[V | None]], mark: bytes | None
+    ) -> V | None:
+        """Loads, then stores unless the write mark moved from `mark` (read before)."""
         started = self._clock()
         value = await load()
         delta = self._clock() - started
         self.stats.loads += 1
         try:
             await self._bounded(
-                self._redis.set(key, self._entry(value, delta), px=self._ttl_ms(value))
+                self._store(
+                    keys=[key, _mark(key)],
+                    args=[self._entry(value, delta), self._ttl_ms(value), mark or b""],
+                )
             )
         except _FAILURES as error:
             self._bypass("write", error)
@@ -253,6 +303,7 @@ class Cache(Generic[V]):
         tenant_id: uuid.UUID,
         ids: Sequence[str],
         load_many: Callable[[Sequence[str]], Awaitable[Mapping[str, V]]],
+        marks: Mapping[str, bytes | None],
     ) -> dict[str, V]:
         started = self._clock()
         loaded = await load_many(ids)
@@ -262,10 +313,16 @@ class Cache(Generic[V]):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for item_id in ids:
                     value = loaded.get(item_id)
-                    pipe.set(
-                        self.key(tenant_id, item_id),
-                        self._entry(value, delta),
-                        px=self._ttl_ms(value),
+                    key = self.key(tenant_id, item_id)
+                    # One script per id: each may live in a Cluster slot of its own.
+                    await self._store(
+                        keys=[key, _mark(key)],
+                        args=[
+                            self._entry(value, delta),
+                            self._ttl_ms(value),
+                            marks[item_id] or b"",
+                        ],
+                        client=pipe,
                     )
                 await self._bounded(pipe.execute())
         except _FAILURES as error:

@@ -21,7 +21,7 @@ import orjson
 from redis.asyncio import Redis
 
 from nova.events.v1 import events_pb2
-from services.runtime.cache import Cache, cache_key
+from services.runtime.cache import Cache, cache_key, forget_key
 from services.runtime.cache_settings import CacheSettings
 from services.runtime.events.consumer import Consumer
 from services.runtime.events.model import Event
@@ -72,7 +72,7 @@ class CachedPreferences:
 
 def invalidation_consumer(consumer: Consumer, redis: Redis) -> Consumer:
     """Registers the group's handler on `consumer`: PreferencesUpdated deletes the user's
-    cached preferences. A plain DEL is idempotent, so the event's processed record stays
+    cached preferences. Forgetting is idempotent, so the event's processed record stays
     in PostgreSQL (`Consumer.on`): a processed marker in Redis would live in another
     Redis Cluster slot than the cache key, which one MULTI cannot span."""
 
@@ -85,7 +85,7 @@ def invalidation_consumer(consumer: Consumer, redis: Redis) -> Consumer:
                 f"the payload is {envelope.payload.TypeName()}, not PreferencesUpdated"
             )
         user_id = str(uuid.UUID(payload.user_id))
-        await redis.delete(cache_key(PREFERENCES, event.tenant_id, user_id))
+        await forget_key(redis, cache_key(PREFERENCES, event.tenant_id, user_id))
 
     consumer.on("PreferencesUpdated", preferences_updated)
     return consumer

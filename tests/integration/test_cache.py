@@ -299,3 +299,51 @@ async def test_bad_settings_a_bad_random_source_and_oversized_batches_are_refuse
     await broken.get(tenant, "a", lambda: Rows({"a": "apple"}).one("a"))
     with pytest.raises(ValueError, match=r"random source must give a number in \(0, 1\]"):
         await broken.get(tenant, "a", lambda: Rows({"a": "apple"}).one("a"))
+
+
+async def test_a_load_that_began_before_a_forget_does_not_store_the_old_value(
+    redis: Redis, tenant: uuid.UUID
+) -> None:
+    """The reader read the entry (missing) and began loading the old row; the writer then
+    committed and forgot the entry; the reader's store must not put the old row back."""
+    things = cache(redis)
+    loading, committed = asyncio.Event(), asyncio.Event()
+    rows = {"a": "old"}
+
+    async def slow_load() -> str | None:
+        value = rows.get("a")
+        loading.set()
+        await committed.wait()
+        return value
+
+    reader = asyncio.create_task(things.get(tenant, "a", slow_load))
+    await loading.wait()
+    rows["a"] = "new"  # the writer's commit
+    await things.forget(tenant, "a")
+    committed.set()
+    assert await reader == "old"  # what it read is still its answer
+
+    assert await redis.exists(things.key(tenant, "a")) == 0, "the old value was not stored"
+    assert await things.get(tenant, "a", lambda: Rows(rows).one("a")) == "new"
+    assert await things.get(tenant, "a", lambda: Rows({}).one("a")) == "new", "stored now"
+
+
+async def test_a_batch_load_that_began_before_a_forget_stores_only_the_untouched_ids(
+    redis: Redis, tenant: uuid.UUID
+) -> None:
+    things = cache(redis)
+    loading, committed = asyncio.Event(), asyncio.Event()
+
+    async def slow_many(ids: Sequence[str]) -> Mapping[str, str]:
+        loading.set()
+        await committed.wait()
+        return {i: f"old {i}" for i in ids}
+
+    reader = asyncio.create_task(things.get_many(tenant, ["a", "b"], slow_many))
+    await loading.wait()
+    await things.forget(tenant, "a")
+    committed.set()
+    await reader
+
+    assert await redis.exists(things.key(tenant, "a")) == 0
+    assert await redis.exists(things.key(tenant, "b")) == 1
