@@ -6,6 +6,7 @@ the signals here (nova drains every server on SIGTERM), so they are left alone.
 """
 
 import asyncio
+import gc
 import logging
 import socket
 from collections.abc import AsyncIterator, Generator, Mapping
@@ -63,6 +64,10 @@ async def serve_gateway(
         serving = asyncio.create_task(server.serve(sockets=[listener]))
         try:
             await server.wait_started(serving)
+            # What start-up built (the schema, grpc, OpenTelemetry) lives as long as the
+            # process: exempt from collection, every full GC no longer walks it (4% of a
+            # gateway process's CPU on the feed).
+            gc.freeze()
             yield RunningGateway(port=listener.getsockname()[1], app=app)
         finally:
             server.should_exit = True
