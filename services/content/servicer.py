@@ -8,12 +8,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
 from nova.content.v1 import content_pb2, content_pb2_grpc
-from services.content.repository import (
-    CommentRecord,
-    ContentRepository,
-    PostRecord,
-    PostStatsRecord,
-)
+from services.content.cache import CachedPosts, post_message
+from services.content.repository import CommentRecord, ContentRepository, PostStatsRecord
 from services.runtime.auth import caller_or_none, current_tenant, require_caller
 from services.runtime.pagination import paginate, read_page
 from services.runtime.validation import check_limit, check_text, parse_id, parse_ids
@@ -41,8 +37,10 @@ MAX_COMMENTS_PER_POST = 20
 
 
 class ContentServicer(content_pb2_grpc.ContentServiceServicer):
-    def __init__(self, repository: ContentRepository) -> None:
+    def __init__(self, repository: ContentRepository, *, posts: CachedPosts | None = None) -> None:
         self._content = repository
+        # None (no Redis, or NOVA_CACHE=off): posts are read from PostgreSQL.
+        self._cached_posts = posts
 
     async def CreatePost(
         self, request: content_pb2.CreatePostRequest, context: Context
@@ -52,23 +50,30 @@ class ContentServicer(content_pb2_grpc.ContentServiceServicer):
         post = await self._content.create_post(
             tenant_id=caller.tenant_id, author_id=caller.user_id, text=text
         )
-        return content_pb2.CreatePostResponse(post=_post_proto(post))
+        return content_pb2.CreatePostResponse(post=post_message(post))
 
     async def GetPost(
         self, request: content_pb2.GetPostRequest, context: Context
     ) -> content_pb2.GetPostResponse:
-        post = await self._content.get_post(
-            tenant_id=current_tenant(), post_id=parse_id(request.id, "id")
-        )
-        return content_pb2.GetPostResponse(post=_post_proto(post))
+        tenant_id, post_id = current_tenant(), parse_id(request.id, "id")
+        if self._cached_posts is not None:
+            post = await self._cached_posts.get_post(tenant_id=tenant_id, post_id=post_id)
+        else:
+            post = post_message(await self._content.get_post(tenant_id=tenant_id, post_id=post_id))
+        return content_pb2.GetPostResponse(post=post)
 
     async def BatchGetPosts(
         self, request: content_pb2.BatchGetPostsRequest, context: Context
     ) -> content_pb2.BatchGetPostsResponse:
         ids = parse_ids(request.ids, "ids", maximum=MAX_BATCH_GET_POSTS)
-        found = await self._content.get_posts(tenant_id=current_tenant(), post_ids=ids)
+        tenant_id = current_tenant()
+        if self._cached_posts is not None:
+            found = await self._cached_posts.get_posts(tenant_id=tenant_id, post_ids=ids)
+        else:
+            stored = await self._content.get_posts(tenant_id=tenant_id, post_ids=ids)
+            found = {post_id: post_message(post) for post_id, post in stored.items()}
         return content_pb2.BatchGetPostsResponse(
-            posts=[_post_proto(found[i]) for i in ids if i in found],
+            posts=[found[i] for i in ids if i in found],
             missing_ids=[str(i) for i in ids if i not in found],
         )
 
@@ -76,11 +81,12 @@ class ContentServicer(content_pb2_grpc.ContentServiceServicer):
         self, request: content_pb2.DeletePostRequest, context: Context
     ) -> content_pb2.DeletePostResponse:
         caller = require_caller()
+        post_id = parse_id(request.id, "id")
         await self._content.delete_post(
-            tenant_id=caller.tenant_id,
-            post_id=parse_id(request.id, "id"),
-            author_id=caller.user_id,
+            tenant_id=caller.tenant_id, post_id=post_id, author_id=caller.user_id
         )
+        if self._cached_posts is not None:
+            await self._cached_posts.forget(tenant_id=caller.tenant_id, post_id=post_id)
         return content_pb2.DeletePostResponse()
 
     async def ListUserPosts(
@@ -93,7 +99,7 @@ class ContentServicer(content_pb2_grpc.ContentServiceServicer):
         )
         posts, page_response = paginate(rows, page, key=lambda post: post.id)
         return content_pb2.ListUserPostsResponse(
-            posts=[_post_proto(post) for post in posts], page=page_response
+            posts=[post_message(post) for post in posts], page=page_response
         )
 
     async def ListPostsByAuthors(
@@ -109,7 +115,7 @@ class ContentServicer(content_pb2_grpc.ContentServiceServicer):
         )
         posts, page_response = paginate(rows, page, key=lambda post: post.id)
         return content_pb2.ListPostsByAuthorsResponse(
-            posts=[_post_proto(post) for post in posts], page=page_response
+            posts=[post_message(post) for post in posts], page=page_response
         )
 
     async def CreateComment(
@@ -191,15 +197,6 @@ def _timestamp(moment: datetime) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(moment)
     return stamp
-
-
-def _post_proto(post: PostRecord) -> content_pb2.Post:
-    return content_pb2.Post(
-        id=str(post.id),
-        author_id=str(post.author_id),
-        text=post.text,
-        created_at=_timestamp(post.created_at),
-    )
 
 
 def _comment_proto(comment: CommentRecord) -> content_pb2.Comment:

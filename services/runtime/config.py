@@ -114,7 +114,7 @@ class Config:
             sign_in=sign_in_settings(read),
             db_pool_size=read.number("NOVA_DB_POOL_SIZE", 10, 1, 1000),
             db_acquire_timeout_ms=read.number("NOVA_DB_ACQUIRE_TIMEOUT_MS", 1000, 1, 60_000),
-            events_db_pool_size=read.number("NOVA_EVENTS_DB_POOL_SIZE", 10, 3, 100),
+            events_db_pool_size=read.number("NOVA_EVENTS_DB_POOL_SIZE", 12, 3, 100),
             shutdown_grace_seconds=read.number("NOVA_SHUTDOWN_GRACE_SECONDS", 5, 0, 300),
             drain_delay_seconds=read.number("NOVA_DRAIN_DELAY_SECONDS", 0, 0, 300),
             log_level=read.choice(

@@ -132,9 +132,10 @@ def test_the_event_pool_size_is_bounded(value: str, accepted: bool) -> None:
             Config.from_env(env, default_ports=REGISTRY.default_ports)
 
 
-def test_the_event_pool_defaults_to_ten_beside_an_unchanged_rpc_pool() -> None:
+def test_the_event_pool_defaults_to_twelve_beside_an_unchanged_rpc_pool() -> None:
     config = Config.from_env({}, default_ports=REGISTRY.default_ports)
-    assert (config.events_db_pool_size, config.db_pool_size) == (10, 10)
+    assert (config.events_db_pool_size, config.db_pool_size) == (12, 10)
+    assert config.events_db_pool_size >= EVENT_POOL, "the default must fit every group"
 
 
 async def test_an_event_pool_too_small_for_the_groups_is_refused_at_start(

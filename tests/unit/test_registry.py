@@ -20,7 +20,7 @@ def test_the_build_registers_its_services_and_derives_ports_topics_and_outboxes(
     assert REGISTRY.default_ports == {"user": 50051, "content": 50052, "feed": 50053}
     assert REGISTRY.topics == ("nova.user.v1", "nova.post.v1")
     assert REGISTRY.outbox_schemas == ["user_service", "content_service"]
-    assert list(REGISTRY.consumers) == ["audit", "user-cache", "feed"]
+    assert list(REGISTRY.consumers) == ["audit", "user-cache", "content-cache", "feed"]
 
 
 @pytest.mark.parametrize(
