@@ -101,6 +101,11 @@ class ServerProcess:
     """Where it serves, by service name."""
     log_path: Path | None = None
     """Its stdout and stderr, shown when it dies; None: they go to this process's."""
+    data_dir: Path | None = None
+    """The NOVA_DATA_DIR of a `nova up` (its embedded PostgreSQL and Redis are there)."""
+    control: Connection | None = None
+    """The pipe to a `server_process`'s target, for a bench that asks its server for
+    counters after the port."""
 
     @property
     def address(self) -> str:
@@ -136,10 +141,12 @@ async def nova_up(
     """`nova up` in a subprocess on free ports, until `services` report SERVING; SIGTERM
     after.
 
-    NOVA_DATABASE_URL, NOVA_DATA_DIR and the rest pass through from this environment
-    (no NOVA_DATABASE_URL: the server starts an embedded PostgreSQL), overridden by `env`
-    (a bench's own database, Redis and settings). Its output goes to a log file, shown
-    if it fails.
+    NOVA_DATABASE_URL, NOVA_REDIS_URL and the rest pass through from this environment
+    (without them the server starts an embedded PostgreSQL and Redis), overridden by `env`
+    (a bench's own database, Redis and settings). NOVA_DATA_DIR is a temporary folder of
+    its own unless `env` names one: in the default .nova it would join the embedded
+    PostgreSQL and Redis of a `./dev up` running there (and its development key), and
+    seed into them. Its output goes to a log file, shown if it fails.
     """
     missing = [name for name in services if name not in REGISTRY.services]
     if missing:
@@ -150,23 +157,31 @@ async def nova_up(
         for key, value in os.environ.items()
         if not (key.startswith("NOVA_") and key.endswith("_ADDRESS"))
     }
+    environment.pop("NOVA_DATA_DIR", None)
     environment.update(env or {})
     environment.update({f"NOVA_{name.upper()}_PORT": str(port) for name, port in ports.items()})
     # The gateway `nova up` also runs is not measured; it must not need port 8080.
     environment.update(NOVA_BIND_HOST="127.0.0.1", NOVA_GATEWAY_PORT="0")
     addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
     with tempfile.TemporaryDirectory(prefix="nova-bench-") as folder:
+        data_dir = _data_dir(environment, Path(folder))
         log_path = Path(folder) / "server.log"
         with log_path.open("wb") as log:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", _NOVA, "up", stdout=log, stderr=log, env=environment
             )
         try:
-            server = ServerProcess(process.pid, addresses, log_path)
+            server = ServerProcess(process.pid, addresses, log_path, data_dir)
             await _wait_until_serving(process, server, services)
             yield server
         finally:
             await _stop(process)
+
+
+def _data_dir(environment: dict[str, str], folder: Path) -> Path:
+    """NOVA_DATA_DIR as `nova up` will resolve it, folder/data unless one is set."""
+    environment.setdefault("NOVA_DATA_DIR", str(folder / "data"))
+    return Path(environment["NOVA_DATA_DIR"]).absolute()
 
 
 async def _wait_until_serving(
@@ -235,12 +250,13 @@ async def server_process(
                 f"(its error, if any, is above)"
             ) from None
         assert process.pid is not None
-        yield ServerProcess(process.pid, {"server": f"127.0.0.1:{port}"})
+        yield ServerProcess(process.pid, {"server": f"127.0.0.1:{port}"}, control=ours)
     finally:
         process.terminate()
         await asyncio.to_thread(process.join, _STOP_TIMEOUT_SECONDS)
         if process.is_alive():
             process.kill()
+        ours.close()
 
 
 def serve_until_terminated(
