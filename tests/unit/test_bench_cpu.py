@@ -95,5 +95,5 @@ def test_cpu_used_counts_the_window_and_a_process_started_inside_it() -> None:
     finally:
         started.kill()
         started.wait()
-    assert 0.2 <= used["this"] < 5  # the window's, not all since the process started
+    assert 0.15 <= used["this"] < 5  # the window's 0.2 s (in clock ticks), not all since start
     assert used["child"] >= 0.35  # all of it: the child was not there before

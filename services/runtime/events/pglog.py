@@ -12,9 +12,9 @@ A consumer group has one active member at a time: a session-level advisory lock 
 the group name, held on the subscription's own pooled connection. A second member waits
 for it; when the first closes, or its process dies and PostgreSQL drops the connection,
 the standby takes over from the committed offsets. That connection also carries the
-LISTEN and the subscription's queries; closing the subscription removes the listener, and
-the pool's reset on release (UNLISTEN *, pg_advisory_unlock_all) ends the LISTEN and the
-lock (a connection that broke has lost both already).
+LISTEN and the subscription's queries; closing the subscription removes the listener
+(UNLISTEN) and releases the lock itself (pg_advisory_unlock_all) before the connection
+goes back to its pool (a connection that broke has lost both already).
 
 Subscribing registers the group: it gets an offsets row per topic (at 0 when new), and its
 active member refreshes the rows' `seen_at` on each commit and every 20 s between them. The
@@ -134,15 +134,18 @@ class PostgresLog:
         self, group: str, topics: Sequence[str]
     ) -> AsyncIterator[PostgresSubscription]:
         async with self.db.connection() as conn:
-            await _lock_group(conn, group)
-            committed = await _register(conn, group, topics)
-            subscription = PostgresSubscription(conn, group, committed)
-            await conn.add_listener(CHANNEL, subscription.on_notify)
             try:
-                yield subscription
+                await _lock_group(conn, group)
+                committed = await _register(conn, group, topics)
+                subscription = PostgresSubscription(conn, group, committed)
+                await conn.add_listener(CHANNEL, subscription.on_notify)
+                try:
+                    yield subscription
+                finally:
+                    if not conn.is_closed():
+                        await conn.remove_listener(CHANNEL, subscription.on_notify)
             finally:
-                if not conn.is_closed():
-                    await conn.remove_listener(CHANNEL, subscription.on_notify)
+                await _release_session(conn)
 
     async def rewind(self, group: str, topics: Sequence[str], since: datetime | None) -> None:
         async with self.db.connection() as conn:
@@ -239,6 +242,19 @@ class PostgresSubscription:
         for topic, seq in last.items():
             if topic in self.positions:
                 self.positions[topic] = max(self.positions[topic], seq)
+
+
+async def _release_session(conn: asyncpg.Connection) -> None:
+    """Ends the group's session lock (however far the subscription got) before the
+    connection goes back to its pool, which may hand it on without a reset; a connection
+    that cannot is dropped rather than returned holding it."""
+    if conn.is_closed():
+        return
+    try:
+        await conn.execute("SELECT pg_advisory_unlock_all()")
+    except BaseException:
+        conn.terminate()
+        raise
 
 
 async def _lock_group(conn: asyncpg.Connection, group: str) -> None:
