@@ -43,14 +43,16 @@ async def serve_gateway(
     observer: Observer | None = None,
     clients: ClientSettings | None = None,
     loaders: type[Loaders] = Loaders,
+    shared_port: bool = False,
 ) -> AsyncIterator[RunningGateway]:
     """Serves GraphQL on host:settings.port against the services `targets` name (the user
     and content services at least); on exit, in-flight requests get `grace_seconds` to
-    finish. ``async with serve_gateway(GatewaySettings(port=0), targets, host="127.0.0.1")``
+    finish. `shared_port`: one of several worker processes on the port (see bind_port).
+    ``async with serve_gateway(GatewaySettings(port=0), targets, host="127.0.0.1")``
     """
     async with open_clients(targets, clients) as opened:
         app = build_app(settings, opened, observer=observer, loaders=loaders)
-        listener = _listen(host, settings.port)
+        listener = bind_port(host, settings.port, shared=shared_port)
         server = _EmbeddedServer(
             uvicorn.Config(
                 app.asgi,
@@ -98,10 +100,17 @@ class _EmbeddedServer(uvicorn.Server):
             raise RuntimeError("the gateway's HTTP server stopped before it started")
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def bind_port(host: str, port: int, *, shared: bool = False) -> socket.socket:
+    """The gateway's socket, bound (asyncio listens on it). `shared` sets SO_REUSEPORT:
+    the kernel then spreads new connections over every worker process bound to the port
+    (by the hash of their addresses, not by which worker woke first), and the supervisor
+    holds the port with a socket of its own that never listens, so no other program can
+    take it while a worker restarts. Only processes of the same user can share a port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         listener.bind((host, port))
     except OSError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -97,7 +98,9 @@ async def _run_workers(config: Config, *, relay: bool, groups: list[str]) -> Non
         click.echo(f"nova: transport: {running.transport.name}")
         if port is not None:
             click.echo(f"nova: metrics: http://{config.bind_host}:{port}/metrics")
-        click.echo(f"nova: running {', '.join(running.names)} (Ctrl-C to stop)")
+        click.echo(f"nova: running {', '.join(running.names)}")
+        click.echo("nova: ready (Ctrl-C to stop)")
+        sys.stdout.flush()
         await stop.wait()
         click.echo("nova: stopping…")
 

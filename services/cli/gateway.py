@@ -63,6 +63,21 @@ def gateway_settings(read: EnvReader, *, mode: str = "production") -> GatewaySet
     )
 
 
+MAX_GATEWAY_WORKERS = 64
+
+
+def gateway_workers(read: EnvReader) -> int:
+    """NOVA_GATEWAY_WORKERS: gateway processes sharing its port (`--workers` wins)."""
+    return read.number("NOVA_GATEWAY_WORKERS", 1, 1, MAX_GATEWAY_WORKERS)
+
+
+def load_gateway_workers() -> int:
+    try:
+        return gateway_workers(EnvReader(os.environ))
+    except ConfigError as error:
+        raise click.ClickException(f"configuration: {error}") from None
+
+
 def gateway_targets(registry: Registry, addresses: Mapping[str, str]) -> dict[str, Target]:
     """Every registered service, at its address, as a target of the gateway's clients."""
     return {

@@ -8,6 +8,7 @@ from services.cli.common import load_config
 from services.cli.events import events, relay_command
 from services.cli.migrate import migrate
 from services.cli.seed import seed_command
+from services.cli.supervisor import follow_supervisor
 from services.cli.up import serve_one, up
 from services.runtime.logs import configure_logging
 
@@ -15,6 +16,7 @@ from services.runtime.logs import configure_logging
 @click.group()
 def main() -> None:
     """Nova: a gRPC-first social network backend."""
+    follow_supervisor()
     configure_logging(load_config().log_level)
     # pgserver narrates every start at INFO; its warnings still show.
     for chatty in ("pgserver", "httpx", "aiokafka"):

@@ -14,7 +14,13 @@ from gateway.server import RunningGateway, serve_gateway
 from gateway.settings import GatewaySettings
 from services.cli.common import load_config, run
 from services.cli.events import event_workers
-from services.cli.gateway import gateway_targets, load_gateway_settings
+from services.cli.gateway import (
+    MAX_GATEWAY_WORKERS,
+    gateway_targets,
+    load_gateway_settings,
+    load_gateway_workers,
+)
+from services.cli.processes import serve_gateway_workers, up_in_processes
 from services.registry import REGISTRY
 from services.runtime.config import Config, ConfigError
 from services.runtime.db import Database
@@ -30,12 +36,30 @@ from services.runtime.process import (
 )
 from services.runtime.spec import Dependencies, Registry
 
+_WORKERS = click.IntRange(1, MAX_GATEWAY_WORKERS)
+
 
 @click.command()
-def up() -> None:
+@click.option(
+    "--processes",
+    is_flag=True,
+    help="Each service, the event workers and the gateway in processes of their own, "
+    "as production runs them.",
+)
+@click.option(
+    "--workers",
+    type=_WORKERS,
+    help="Gateway worker processes, with --processes (default: NOVA_GATEWAY_WORKERS, 1).",
+)
+def up(processes: bool, workers: int | None) -> None:
     """Run every service and the GraphQL gateway in this process (embedded PostgreSQL
     unless NOVA_DATABASE_URL, embedded Redis unless NOVA_REDIS_URL)."""
     config, gateway = load_config(), load_gateway_settings(mode="development")
+    if processes:
+        run(up_in_processes(config, gateway.port, workers or load_gateway_workers()))
+        return
+    if workers is not None:
+        raise click.UsageError("--workers needs --processes (one process has one gateway)")
     services = list(REGISTRY.services)
     run(
         _until_signal(
@@ -46,14 +70,37 @@ def up() -> None:
 
 @click.command(name="serve")
 @click.argument("service", type=click.Choice([*sorted(REGISTRY.services), "gateway"]))
-def serve_one(service: str) -> None:
+@click.option(
+    "--workers",
+    type=_WORKERS,
+    help="The gateway only: worker processes sharing its port, about one per core "
+    "(default: NOVA_GATEWAY_WORKERS, 1).",
+)
+@click.option("--shared-port", is_flag=True, hidden=True)
+def serve_one(service: str, workers: int | None, shared_port: bool) -> None:
     """Run one service, or the gateway, in production mode (one process each): it needs
     NOVA_AUTH_SECRET, and the gateway shows no GraphiQL, introspection or stack traces
     unless NOVA_GATEWAY_MODE=development."""
     config = load_config()
     if service == "gateway":
         gateway = load_gateway_settings(mode="production")
-        run(_until_signal(config, REGISTRY, [], gateway, events=False, development=False))
+        workers = workers or load_gateway_workers()
+        if workers > 1:
+            run(serve_gateway_workers(config, gateway.port, workers))
+            return
+        run(
+            _until_signal(
+                config,
+                REGISTRY,
+                [],
+                gateway,
+                events=False,
+                development=False,
+                shared_port=shared_port,
+            )
+        )
+    elif workers is not None:
+        raise click.UsageError("--workers applies to the gateway only")
     else:
         run(_until_signal(config, REGISTRY, [service], None, events=False, development=False))
 
@@ -93,12 +140,14 @@ async def running(
     events: bool,
     development: bool = True,
     redis: bool = False,
+    shared_port: bool = False,
 ) -> AsyncIterator[Running]:
     """Runs the named services of `registry` (migrated first), the gateway when given
     settings (calling every registered service), and the relay and every consumer group
     when `events`; `development` allows a signing key of the data folder's (`nova up`).
     Redis is opened for the services when `redis` (`nova up`) or when one of them
-    declares `uses_redis`. On exit each drains and stops."""
+    declares `uses_redis`. `shared_port`: the gateway is one of several workers on its
+    port (services/cli/processes.py). On exit each drains and stops."""
     specs = [registry.services[name] for name in services]
     started = Running()
     lines = started.banner
@@ -176,6 +225,7 @@ async def running(
                     host=config.bind_host,
                     grace_seconds=config.shutdown_grace_seconds,
                     clients=config.clients,
+                    shared_port=shared_port,
                 )
             )
             url = f"http://{config.bind_host}:{running_gateway.port}/graphql"
@@ -192,13 +242,21 @@ async def _until_signal(
     events: bool,
     development: bool,
     redis: bool = False,
+    shared_port: bool = False,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with running(
-        config, registry, services, gateway, events=events, development=development, redis=redis
+        config,
+        registry,
+        services,
+        gateway,
+        events=events,
+        development=development,
+        redis=redis,
+        shared_port=shared_port,
     ) as started:
         for line in started.banner:
             click.echo(f"nova: {line}")
