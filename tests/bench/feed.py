@@ -204,7 +204,7 @@ class FeedReport:
         return next((row for row in self.rows if row.name == BASELINE), None)
 
 
-class _Failed(aio.AioRpcError):
+class RequestFailed(aio.AioRpcError):
     """A failed GraphQL request, in the form the load generator counts (by status name)."""
 
     def __init__(self, code: str, details: str) -> None:
@@ -445,7 +445,7 @@ async def _get_home_feed_alone(
         async def call() -> None:
             response = await next(stubs).GetHomeFeed(request, metadata=next(viewers).metadata)
             if not response.items:
-                raise _Failed("FAILED_PRECONDITION", "an empty home feed")
+                raise RequestFailed("FAILED_PRECONDITION", "an empty home feed")
 
         return await generate(call, load)
 
@@ -466,11 +466,12 @@ def _feed_call(
         try:
             response = await http.post(url, json=payload, headers=headers)
         except httpx.HTTPError as error:
-            raise _Failed("UNAVAILABLE", str(error)) from None
+            raise RequestFailed("UNAVAILABLE", str(error)) from None
         errors = response.json().get("errors")
         if response.status_code != 200 or errors:
             first = (errors or [{"message": f"HTTP {response.status_code}"}])[0]
-            raise _Failed(first.get("extensions", {}).get("code", "UNKNOWN"), first["message"])
+            code = first.get("extensions", {}).get("code", "UNKNOWN")
+            raise RequestFailed(code, first["message"])
 
     return call, lambda: made
 
@@ -677,7 +678,7 @@ def _ratio(value: float, baseline: float) -> str:
     return f"{value / baseline:.2f}x"
 
 
-def _levels(context: click.Context, parameter: click.Parameter, value: str) -> tuple[int, ...]:
+def comma_levels(context: click.Context, parameter: click.Parameter, value: str) -> tuple[int, ...]:
     """--concurrency's comma list, e.g. "1,8,32"."""
     try:
         levels = tuple(int(part) for part in value.split(","))
@@ -749,7 +750,7 @@ def _levels(context: click.Context, parameter: click.Parameter, value: str) -> t
     "--concurrency",
     default=",".join(map(str, CONCURRENCY)),
     show_default=True,
-    callback=_levels,
+    callback=comma_levels,
     help="Requests in flight in the capacity runs: a comma list, one run per level.",
 )
 @click.option(
