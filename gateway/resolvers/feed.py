@@ -1,12 +1,10 @@
-"""homeFeed: the page from FeedService.GetHomeFeed (post ids, their authors and a cursor
-from the viewer's timeline), then the posts through the posts DataLoader (one
-BatchGetPosts for the page), with their comments and stats fetched beside them and the
-authors and commenters in one BatchGetUsers (lookahead.py): by the time the page's
-fields resolve, every value they ask for is there. Five RPCs per page, whatever its size
-and however many people the viewer follows.
+"""homeFeed: the page from FeedService.GetHomeFeed (post ids and a cursor from the
+viewer's timeline), then one BatchGetPosts for the posts with the stats and comments the
+query selects (lookahead.py), then one BatchGetUsers for their authors and commenters:
+by the time the page's fields resolve, every value they ask for is there. Three RPCs per
+page, whatever its size and however many people the viewer follows.
 """
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,7 +28,7 @@ author). Usually it is one Redis round trip, but a caller chooses its cursor, so
 limit is checked against the worst case."""
 
 _STATS = ("likeCount", "commentCount", "viewerHasLiked")
-"""The Post fields BatchGetPostStats answers."""
+"""The Post fields answered from PostStats."""
 
 feed_query = QueryType()
 
@@ -48,13 +46,7 @@ async def resolve_home_feed(
             page=page_pb2.PageRequest(page_size=first, page_token=after or "")
         ),
     )
-    loaded, _ = await asyncio.gather(
-        asyncio.gather(
-            *(context.loaders.posts.load(item.post_id) for item in response.items),
-            return_exceptions=True,
-        ),
-        _prefetch(info, response.items),
-    )
+    loaded = await _page(info, response.items)
     # A post deleted since it reached the timeline is left out (its removal is on its way).
     kept = [
         (post, token)
@@ -68,24 +60,19 @@ async def resolve_home_feed(
     return post_connection([post for post, _ in kept], page)
 
 
-async def _prefetch(info: Info, items: Sequence[feed_pb2.FeedItem]) -> None:
-    """Starts what the page's posts will ask for, beside BatchGetPosts: their comments
-    (the query's `comments(first: …)`) and stats, then the post authors and commenters
-    in one BatchGetUsers. The field resolvers then find them in the loaders' caches."""
+async def _page(
+    info: Info, items: Sequence[feed_pb2.FeedItem]
+) -> list[content_pb2.Post | Exception]:
+    """The page's posts, with what the query's Post fields will ask for (their stats,
+    `comments(first: …)` and the authors of both) fetched with them (Loaders.page)."""
     comments_field = info.schema.get_type("Post").fields["comments"]  # type: ignore[union-attr]
     comment_nodes = lookahead.selected(info, ("edges", "node", "comments"))
-    firsts = {args["first"] for args in lookahead.arguments(info, comment_nodes, comments_field)}
-    await info.context.loaders.prefetch(
-        [(item.post_id, n) for item in items for n in firsts],
-        authors=(
-            [item.author_id for item in items]
-            if lookahead.selected(info, ("edges", "node", "author"))
-            else []
+    return await info.context.loaders.page(
+        [item.post_id for item in items],
+        stats=any(lookahead.selected(info, ("edges", "node", name)) for name in _STATS),
+        comments=sorted(
+            {args["first"] for args in lookahead.arguments(info, comment_nodes, comments_field)}
         ),
+        authors=bool(lookahead.selected(info, ("edges", "node", "author"))),
         commenters=bool(lookahead.selected(info, ("edges", "node", "comments", "author"))),
-        stats=(
-            [item.post_id for item in items]
-            if any(lookahead.selected(info, ("edges", "node", name)) for name in _STATS)
-            else []
-        ),
     )

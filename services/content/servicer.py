@@ -1,5 +1,6 @@
 """gRPC surface of nova.content.v1.ContentService: validate, call the repository, build protos."""
 
+import asyncio
 import uuid
 from datetime import datetime
 from typing import Any
@@ -66,16 +67,50 @@ class ContentServicer(content_pb2_grpc.ContentServiceServicer):
         self, request: content_pb2.BatchGetPostsRequest, context: Context
     ) -> content_pb2.BatchGetPostsResponse:
         ids = parse_ids(request.ids, "ids", maximum=MAX_BATCH_GET_POSTS)
-        tenant_id = current_tenant()
-        if self._cached_posts is not None:
-            found = await self._cached_posts.get_posts(tenant_id=tenant_id, post_ids=ids)
-        else:
-            stored = await self._content.get_posts(tenant_id=tenant_id, post_ids=ids)
-            found = {post_id: post_message(post) for post_id, post in stored.items()}
-        return content_pb2.BatchGetPostsResponse(
-            posts=[found[i] for i in ids if i in found],
-            missing_ids=[str(i) for i in ids if i not in found],
+        comments_per_post = check_limit(
+            request.comments_per_post,
+            "comments_per_post",
+            default=0,
+            maximum=MAX_COMMENTS_PER_POST,
         )
+        tenant_id = current_tenant()
+        # The stats and comments are read beside the posts (each on a connection of its
+        # own): the call takes as long as the slowest of them, not their sum.
+        found, stats, comments = await asyncio.gather(
+            self._posts(tenant_id, ids),
+            self._content.get_post_stats(tenant_id=tenant_id, viewer_id=_viewer_id(), post_ids=ids)
+            if request.include_stats
+            else _nothing(),
+            self._content.latest_comments(
+                tenant_id=tenant_id, post_ids=ids, limit_per_post=comments_per_post
+            )
+            if comments_per_post
+            else _nothing(),
+        )
+        # A post deleted between the reads has no stats: it is answered as missing, so
+        # the lists stay one entry per post.
+        kept = [i for i in ids if i in found and (i in stats or not request.include_stats)]
+        answered = set(kept)
+        return content_pb2.BatchGetPostsResponse(
+            posts=[found[i] for i in kept],
+            missing_ids=[str(i) for i in ids if i not in answered],
+            stats=[_stats_proto(stats[i]) for i in kept if request.include_stats],
+            comments=[
+                content_pb2.PostComments(
+                    post_id=str(i), comments=[_comment_proto(c) for c in comments.get(i, ())]
+                )
+                for i in kept
+                if comments_per_post
+            ],
+        )
+
+    async def _posts(
+        self, tenant_id: uuid.UUID, ids: list[uuid.UUID]
+    ) -> dict[uuid.UUID, content_pb2.Post]:
+        if self._cached_posts is not None:
+            return await self._cached_posts.get_posts(tenant_id=tenant_id, post_ids=ids)
+        stored = await self._content.get_posts(tenant_id=tenant_id, post_ids=ids)
+        return {post_id: post_message(post) for post_id, post in stored.items()}
 
     async def DeletePost(
         self, request: content_pb2.DeletePostRequest, context: Context
@@ -186,6 +221,10 @@ class ContentServicer(content_pb2_grpc.ContentServiceServicer):
             stats=[_stats_proto(found[i]) for i in ids if i in found],
             missing_ids=[str(i) for i in ids if i not in found],
         )
+
+
+async def _nothing() -> dict[uuid.UUID, Any]:
+    return {}
 
 
 def _viewer_id() -> uuid.UUID | None:

@@ -16,8 +16,8 @@ subprocesses).
    1,000 GetPreferences RPCs at once, against the cache and against a second user server
    without it: database loads and errors.
 2. Statements per feed request: the RPCs the gateway makes for a 20-post home feed with
-   authors, stats and 3 comments (GetHomeFeed, BatchGetPosts, BatchGetPostStats,
-   BatchListComments, BatchGetUsers) plus the viewer's GetPreferences, made one request at
+   authors, stats and 3 comments (GetHomeFeed, BatchGetPosts with the stats and comments,
+   BatchGetUsers) plus the viewer's GetPreferences, made one request at
    a time per seeded user, per RPC: against a user and a content server without the
    caches, then against the ones with them, cold (both caches emptied) and warm.
 3. Commit to invalidation: a preferences change committed (with its outbox row, as any
@@ -318,8 +318,6 @@ async def _concurrent_misses(stack: Stack, concurrent: int) -> list[Misses]:
 FEED_RPCS = (
     "GetHomeFeed",
     "BatchGetPosts",
-    "BatchGetPostStats",
-    "BatchListComments",
     "BatchGetUsers",
     "GetPreferences",
 )
@@ -385,24 +383,16 @@ async def _feed_request(stack: Stack, user: DemoUser, servers: str) -> dict[str,
     )
     posts = [item.post_id for item in page.items]
     people = {item.author_id for item in page.items}
-    await count(
+    posted = await count(
         "BatchGetPosts",
-        content.BatchGetPosts(content_pb2.BatchGetPostsRequest(ids=posts), metadata=meta),
-    )
-    await count(
-        "BatchGetPostStats",
-        content.BatchGetPostStats(
-            content_pb2.BatchGetPostStatsRequest(post_ids=posts), metadata=meta
-        ),
-    )
-    comments = await count(
-        "BatchListComments",
-        content.BatchListComments(
-            content_pb2.BatchListCommentsRequest(post_ids=posts, limit_per_post=COMMENTS),
+        content.BatchGetPosts(
+            content_pb2.BatchGetPostsRequest(
+                ids=posts, include_stats=True, comments_per_post=COMMENTS
+            ),
             metadata=meta,
         ),
     )
-    people |= {c.author_id for entry in comments.posts for c in entry.comments}
+    people |= {c.author_id for entry in posted.comments for c in entry.comments}
     await count(
         "BatchGetUsers",
         users.BatchGetUsers(user_pb2.BatchGetUsersRequest(ids=sorted(people)), metadata=meta),

@@ -13,7 +13,9 @@ from typing import Any, TypeVar, cast
 
 from aiodataloader import DataLoader
 
-from gateway.loaders import CommentsKey, Loaders
+from gateway.errors import GatewayError
+from gateway.loaders import Loaders
+from nova.content.v1 import content_pb2
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -23,15 +25,25 @@ class PerFieldLoaders(Loaders):
     """Loaders whose DataLoaders neither batch nor cache: a post's author, each of its
     three stats fields and each comment's author are one RPC apiece."""
 
-    async def prefetch(
+    async def page(
         self,
-        comments: Sequence[CommentsKey],
+        post_ids: Sequence[str],
         *,
-        authors: Sequence[str],
+        stats: bool,
+        comments: Sequence[int],
+        authors: bool,
         commenters: bool,
-        stats: Sequence[str] = (),
-    ) -> None:
-        """Nothing: without a cache, what it fetched would be fetched again by each field."""
+    ) -> list[content_pb2.Post | Exception]:
+        """Each post its own BatchGetPosts, and nothing fetched ahead: without a cache,
+        it would be fetched again by each field."""
+
+        async def one(post_id: str) -> content_pb2.Post | Exception:
+            try:
+                return await self.posts.load(post_id)
+            except GatewayError as error:
+                return error
+
+        return list(await asyncio.gather(*(one(post_id) for post_id in post_ids)))
 
     def _loader(
         self, load: Callable[[list[K]], Coroutine[Any, Any, list[V | Exception]]]

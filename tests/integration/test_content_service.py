@@ -142,6 +142,57 @@ async def test_batch_get_posts_answers_100_ids_and_rejects_empty_oversized_or_ma
         )
 
 
+async def test_batch_get_posts_answers_stats_and_latest_comments_one_per_post_in_order(
+    content: ContentServiceAsyncStub, sign_up: SignUp
+) -> None:
+    alice, bob = await sign_up(), await sign_up()
+    liked, quiet = await publish(content, alice, "liked"), await publish(content, alice, "quiet")
+    await content.LikePost(content_pb2.LikePostRequest(post_id=liked.id), metadata=bob.metadata)
+    said = [await comment(content, bob, liked, f"c{i}") for i in range(4)]
+    unknown = ghost_id()
+    response = await content.BatchGetPosts(
+        content_pb2.BatchGetPostsRequest(
+            ids=[quiet.id, unknown, liked.id, quiet.id], include_stats=True, comments_per_post=3
+        ),
+        metadata=bob.metadata,
+    )
+    assert [p.id for p in response.posts] == [quiet.id, liked.id]
+    assert list(response.missing_ids) == [unknown]
+    assert [
+        (s.post_id, s.like_count, s.comment_count, s.viewer_has_liked) for s in response.stats
+    ] == [
+        (quiet.id, 0, 0, False),
+        (liked.id, 1, 4, True),
+    ]
+    assert [(c.post_id, [x.text for x in c.comments]) for c in response.comments] == [
+        (quiet.id, []),
+        (liked.id, [x.text for x in reversed(said[1:])]),
+    ]
+    # Asked for neither, the answer carries neither.
+    plain = await content.BatchGetPosts(content_pb2.BatchGetPostsRequest(ids=[liked.id]))
+    assert (len(plain.posts), len(plain.stats), len(plain.comments)) == (1, 0, 0)
+
+
+async def test_batch_get_posts_answers_20_comments_per_post_and_rejects_more_or_negative(
+    content: ContentServiceAsyncStub, sign_up: SignUp
+) -> None:
+    alice = await sign_up()
+    post = await publish(content, alice)
+    said = [await comment(content, alice, post, f"c{i}") for i in range(21)]
+    response = await content.BatchGetPosts(
+        content_pb2.BatchGetPostsRequest(ids=[post.id], comments_per_post=20)
+    )
+    assert [c.id for c in response.comments[0].comments] == [c.id for c in reversed(said[1:])]
+    for limit, fragment in [(21, "at most 20"), (-1, "comments_per_post")]:
+        await fails(
+            content.BatchGetPosts(
+                content_pb2.BatchGetPostsRequest(ids=[post.id], comments_per_post=limit)
+            ),
+            INVALID,
+            fragment,
+        )
+
+
 async def test_only_the_author_can_delete_a_post_and_its_comments_and_likes_go_with_it(
     content: ContentServiceAsyncStub, sign_up: SignUp, deps: Dependencies
 ) -> None:

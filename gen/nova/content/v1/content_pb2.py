@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from nova.common.v1 import page_pb2 as nova_dot_common_dot_v1_dot_page__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dnova/content/v1/content.proto\x12\x0fnova.content.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19nova/common/v1/page.proto\"\x82\x01\n\x04Post\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n\tauthor_id\x18\x02 \x01(\tR\x08\x61uthorId\x12\x12\n\x04text\x18\x03 \x01(\tR\x04text\x12\x39\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\"\x9e\x01\n\x07\x43omment\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n\x07post_id\x18\x02 \x01(\tR\x06postId\x12\x1b\n\tauthor_id\x18\x03 \x01(\tR\x08\x61uthorId\x12\x12\n\x04text\x18\x04 \x01(\tR\x04text\x12\x39\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\"\x92\x01\n\tPostStats\x12\x17\n\x07post_id\x18\x01 \x01(\tR\x06postId\x12\x1d\n\nlike_count\x18\x02 \x01(\x03R\tlikeCount\x12#\n\rcomment_count\x18\x03 \x01(\x03R\x0c\x63ommentCount\x12(\n\x10viewer_has_liked\x18\x04 \x01(\x08R\x0eviewerHasLiked\"]\n\x0cPostComments\x12\x17\n\x07post_id\x18\x01 \x01(\tR\x06postId\x12\x34\n\x08\x63omments\x18\x02 \x03(\x0b\x32\x18.nova.content.v1.CommentR\x08\x63omments\"\'\n\x11\x43reatePostRequest\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\"?\n\x12\x43reatePostResponse\x12)\n\x04post\x18\x01 \x01(\x0b\x32\x15.nova.content.v1.PostR\x04post\" \n\x0eGetPostRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"<\n\x0fGetPostResponse\x12)\n\x04post\x18\x01 \x01(\x0b\x32\x15.nova.content.v1.PostR\x04post\"(\n\x14\x42\x61tchGetPostsRequest\x12\x10\n\x03ids\x18\x01 \x03(\tR\x03ids\"e\n\x15\x42\x61tchGetPostsResponse\x12+\n\x05posts\x18\x01 \x03(\x0b\x32\x15.nova.content.v1.PostR\x05posts\x12\x1f\n\x0bmissing_ids\x18\x02 \x03(\tR\nmissingIds\"#\n\x11\x44\x65letePostRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"\x14\n\x12\x44\x65letePostResponse\"`\n\x14ListUserPostsRequest\x12\x17\n\x07user_id\x18\x01 \x01(\tR\x06userId\x12/\n\x04page\x18\x02 \x01(\x0b\x32\x1b.nova.common.v1.PageRequestR\x04page\"v\n\x15ListUserPostsResponse\x12+\n\x05posts\x18\x01 \x03(\x0b\x32\x15.nova.content.v1.PostR\x05posts\x12\x30\n\x04page\x18\x02 \x01(\x0b\x32\x1c.nova.common.v1.PageResponseR\x04page\"k\n\x19ListPostsByAuthorsRequest\x12\x1d\n\nauthor_ids\x18\x01 \x03(\tR\tauthorIds\x12/\n\x04page\x18\x02 \x01(\x0b\x32\x1b.nova.common.v1.PageRequestR\x04page\"{\n\x1aListPostsByAuthorsResponse\x12+\n\x05posts\x18\x01 \x03(\x0b\x32\x15.nova.content.v1.PostR\x05posts\x12\x30\n\x04page\x18\x02 \x01(\x0b\x32\x1c.nova.common.v1.PageResponseR\x04page\"C\n\x14\x43reateCommentRequest\x12\x17\n\x07post_id\x18\x01 \x01(\tR\x06postId\x12\x12\n\x04text\x18\x02 \x01(\tR\x04text\"K\n\x15\x43reateCommentResponse\x12\x32\n\x07\x63omment\x18\x01 \x01(\x0b\x32\x18.nova.content.v1.CommentR\x07\x63omment\"[\n\x18\x42\x61tchListCommentsRequest\x12\x19\n\x08post_ids\x18\x01 \x03(\tR\x07postIds\x12$\n\x0elimit_per_post\x18\x02 \x01(\x05R\x0climitPerPost\"q\n\x19\x42\x61tchListCommentsResponse\x12\x33\n\x05posts\x18\x01 \x03(\x0b\x32\x1d.nova.content.v1.PostCommentsR\x05posts\x12\x1f\n\x0bmissing_ids\x18\x02 \x03(\tR\nmissingIds\"*\n\x0fLikePostRequest\x12\x17\n\x07post_id\x18\x01 \x01(\tR\x06postId\",\n\x10LikePostResponse\x12\x18\n\x07\x63hanged\x18\x01 \x01(\x08R\x07\x63hanged\",\n\x11UnlikePostRequest\x12\x17\n\x07post_id\x18\x01 \x01(\tR\x06postId\".\n\x12UnlikePostResponse\x12\x18\n\x07\x63hanged\x18\x01 \x01(\x08R\x07\x63hanged\"5\n\x18\x42\x61tchGetPostStatsRequest\x12\x19\n\x08post_ids\x18\x01 \x03(\tR\x07postIds\"n\n\x19\x42\x61tchGetPostStatsResponse\x12\x30\n\x05stats\x18\x01 \x03(\x0b\x32\x1a.nova.content.v1.PostStatsR\x05stats\x12\x1f\n\x0bmissing_ids\x18\x02 \x03(\tR\nmissingIds2\x9b\x08\n\x0e\x43ontentService\x12U\n\nCreatePost\x12\".nova.content.v1.CreatePostRequest\x1a#.nova.content.v1.CreatePostResponse\x12L\n\x07GetPost\x12\x1f.nova.content.v1.GetPostRequest\x1a .nova.content.v1.GetPostResponse\x12^\n\rBatchGetPosts\x12%.nova.content.v1.BatchGetPostsRequest\x1a&.nova.content.v1.BatchGetPostsResponse\x12U\n\nDeletePost\x12\".nova.content.v1.DeletePostRequest\x1a#.nova.content.v1.DeletePostResponse\x12^\n\rListUserPosts\x12%.nova.content.v1.ListUserPostsRequest\x1a&.nova.content.v1.ListUserPostsResponse\x12m\n\x12ListPostsByAuthors\x12*.nova.content.v1.ListPostsByAuthorsRequest\x1a+.nova.content.v1.ListPostsByAuthorsResponse\x12^\n\rCreateComment\x12%.nova.content.v1.CreateCommentRequest\x1a&.nova.content.v1.CreateCommentResponse\x12j\n\x11\x42\x61tchListComments\x12).nova.content.v1.BatchListCommentsRequest\x1a*.nova.content.v1.BatchListCommentsResponse\x12O\n\x08LikePost\x12 .nova.content.v1.LikePostRequest\x1a!.nova.content.v1.LikePostResponse\x12U\n\nUnlikePost\x12\".nova.content.v1.UnlikePostRequest\x1a#.nova.content.v1.UnlikePostResponse\x12j\n\x11\x42\x61tchGetPostStats\x12).nova.content.v1.BatchGetPostStatsRequest\x1a*.nova.content.v1.BatchGetPostStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dnova/content/v1/content.proto\x12\x0fnova.content.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19nova/common/v1/page.proto\"\x82\x01\n\x04Post\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n\tauthor_id\x18\x02 \x01(\tR\x08\x61uthorId\x12\x12\n\x04text\x18\x03 \x01(\tR\x04text\x12\x39\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\"\x9e\x01\n\x07\x43omment\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n\x07post_id\x18\x02 \x01(\tR\x06postId\x12\x1b\n\tauthor_id\x18\x03 \x01(\tR\x08\x61uthorId\x12\x12\n\x04text\x18\x04 \x01(\tR\x04text\x12\x39\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\"\x92\x01\n\tPostStats\x12\x17\n\x07post_id\x18\x01 \x01(\tR\x06postId\x12\x1d\n\nlike_count\x18\x02 \x01(\x03R\tlikeCount\x12#\n\rcomment_count\x18\x03 \x01(\x03R\x0c\x63ommentCount\x12(\n\x10viewer_has_liked\x18\x04 \x01(\x08R\x0eviewerHasLiked\"]\n\x0cPostComments\x12\x17\n\x07post_id\x18\x01 \x01(\tR\x06postId\x12\x34\n\x08\x63omments\x18\x02 \x03(\x0b\x32\x18.nova.content.v1.CommentR\x08\x63omments\"\'\n\x11\x43reatePostRequest\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\"?\n\x12\x43reatePostResponse\x12)\n\x04post\x18\x01 \x01(\x0b\x32\x15.nova.content.v1.PostR\x04post\" \n\x0eGetPostRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"<\n\x0fGetPostResponse\x12)\n\x04post\x18\x01 \x01(\x0b\x32\x15.nova.content.v1.PostR\x04post\"y\n\x14\x42\x61tchGetPostsRequest\x12\x10\n\x03ids\x18\x01 \x03(\tR\x03ids\x12#\n\rinclude_stats\x18\x02 \x01(\x08R\x0cincludeStats\x12*\n\x11\x63omments_per_post\x18\x03 \x01(\x05R\x0f\x63ommentsPerPost\"\xd2\x01\n\x15\x42\x61tchGetPostsResponse\x12+\n\x05posts\x18\x01 \x03(\x0b\x32\x15.nova.content.v1.PostR\x05posts\x12\x1f\n\x0bmissing_ids\x18\x02 \x03(\tR\nmissingIds\x12\x30\n\x05stats\x18\x03 \x03(\x0b\x32\x1a.nova.content.v1.PostStatsR\x05stats\x12\x39\n\x08\x63omments\x18\x04 \x03(\x0b\x32\x1d.nova.content.v1.PostCommentsR\x08\x63omments\"#\n\x11\x44\x65letePostRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"\x14\n\x12\x44\x65letePostResponse\"`\n\x14ListUserPostsRequest\x12\x17\n\x07user_id\x18\x01 \x01(\tR\x06userId\x12/\n\x04page\x18\x02 \x01(\x0b\x32\x1b.nova.common.v1.PageRequestR\x04page\"v\n\x15ListUserPostsResponse\x12+\n\x05posts\x18\x01 \x03(\x0b\x32\x15.nova.content.v1.PostR\x05posts\x12\x30\n\x04page\x18\x02 \x01(\x0b\x32\x1c.nova.common.v1.PageResponseR\x04page\"k\n\x19ListPostsByAuthorsRequest\x12\x1d\n\nauthor_ids\x18\x01 \x03(\tR\tauthorIds\x12/\n\x04page\x18\x02 \x01(\x0b\x32\x1b.nova.common.v1.PageRequestR\x04page\"{\n\x1aListPostsByAuthorsResponse\x12+\n\x05posts\x18\x01 \x03(\x0b\x32\x15.nova.content.v1.PostR\x05posts\x12\x30\n\x04page\x18\x02 \x01(\x0b\x32\x1c.nova.common.v1.PageResponseR\x04page\"C\n\x14\x43reateCommentRequest\x12\x17\n\x07post_id\x18\x01 \x01(\tR\x06postId\x12\x12\n\x04text\x18\x02 \x01(\tR\x04text\"K\n\x15\x43reateCommentResponse\x12\x32\n\x07\x63omment\x18\x01 \x01(\x0b\x32\x18.nova.content.v1.CommentR\x07\x63omment\"[\n\x18\x42\x61tchListCommentsRequest\x12\x19\n\x08post_ids\x18\x01 \x03(\tR\x07postIds\x12$\n\x0elimit_per_post\x18\x02 \x01(\x05R\x0climitPerPost\"q\n\x19\x42\x61tchListCommentsResponse\x12\x33\n\x05posts\x18\x01 \x03(\x0b\x32\x1d.nova.content.v1.PostCommentsR\x05posts\x12\x1f\n\x0bmissing_ids\x18\x02 \x03(\tR\nmissingIds\"*\n\x0fLikePostRequest\x12\x17\n\x07post_id\x18\x01 \x01(\tR\x06postId\",\n\x10LikePostResponse\x12\x18\n\x07\x63hanged\x18\x01 \x01(\x08R\x07\x63hanged\",\n\x11UnlikePostRequest\x12\x17\n\x07post_id\x18\x01 \x01(\tR\x06postId\".\n\x12UnlikePostResponse\x12\x18\n\x07\x63hanged\x18\x01 \x01(\x08R\x07\x63hanged\"5\n\x18\x42\x61tchGetPostStatsRequest\x12\x19\n\x08post_ids\x18\x01 \x03(\tR\x07postIds\"n\n\x19\x42\x61tchGetPostStatsResponse\x12\x30\n\x05stats\x18\x01 \x03(\x0b\x32\x1a.nova.content.v1.PostStatsR\x05stats\x12\x1f\n\x0bmissing_ids\x18\x02 \x03(\tR\nmissingIds2\x9b\x08\n\x0e\x43ontentService\x12U\n\nCreatePost\x12\".nova.content.v1.CreatePostRequest\x1a#.nova.content.v1.CreatePostResponse\x12L\n\x07GetPost\x12\x1f.nova.content.v1.GetPostRequest\x1a .nova.content.v1.GetPostResponse\x12^\n\rBatchGetPosts\x12%.nova.content.v1.BatchGetPostsRequest\x1a&.nova.content.v1.BatchGetPostsResponse\x12U\n\nDeletePost\x12\".nova.content.v1.DeletePostRequest\x1a#.nova.content.v1.DeletePostResponse\x12^\n\rListUserPosts\x12%.nova.content.v1.ListUserPostsRequest\x1a&.nova.content.v1.ListUserPostsResponse\x12m\n\x12ListPostsByAuthors\x12*.nova.content.v1.ListPostsByAuthorsRequest\x1a+.nova.content.v1.ListPostsByAuthorsResponse\x12^\n\rCreateComment\x12%.nova.content.v1.CreateCommentRequest\x1a&.nova.content.v1.CreateCommentResponse\x12j\n\x11\x42\x61tchListComments\x12).nova.content.v1.BatchListCommentsRequest\x1a*.nova.content.v1.BatchListCommentsResponse\x12O\n\x08LikePost\x12 .nova.content.v1.LikePostRequest\x1a!.nova.content.v1.LikePostResponse\x12U\n\nUnlikePost\x12\".nova.content.v1.UnlikePostRequest\x1a#.nova.content.v1.UnlikePostResponse\x12j\n\x11\x42\x61tchGetPostStats\x12).nova.content.v1.BatchGetPostStatsRequest\x1a*.nova.content.v1.BatchGetPostStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,41 +50,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPOSTRESPONSE']._serialized_start=788
   _globals['_GETPOSTRESPONSE']._serialized_end=848
   _globals['_BATCHGETPOSTSREQUEST']._serialized_start=850
-  _globals['_BATCHGETPOSTSREQUEST']._serialized_end=890
-  _globals['_BATCHGETPOSTSRESPONSE']._serialized_start=892
-  _globals['_BATCHGETPOSTSRESPONSE']._serialized_end=993
-  _globals['_DELETEPOSTREQUEST']._serialized_start=995
-  _globals['_DELETEPOSTREQUEST']._serialized_end=1030
-  _globals['_DELETEPOSTRESPONSE']._serialized_start=1032
-  _globals['_DELETEPOSTRESPONSE']._serialized_end=1052
-  _globals['_LISTUSERPOSTSREQUEST']._serialized_start=1054
-  _globals['_LISTUSERPOSTSREQUEST']._serialized_end=1150
-  _globals['_LISTUSERPOSTSRESPONSE']._serialized_start=1152
-  _globals['_LISTUSERPOSTSRESPONSE']._serialized_end=1270
-  _globals['_LISTPOSTSBYAUTHORSREQUEST']._serialized_start=1272
-  _globals['_LISTPOSTSBYAUTHORSREQUEST']._serialized_end=1379
-  _globals['_LISTPOSTSBYAUTHORSRESPONSE']._serialized_start=1381
-  _globals['_LISTPOSTSBYAUTHORSRESPONSE']._serialized_end=1504
-  _globals['_CREATECOMMENTREQUEST']._serialized_start=1506
-  _globals['_CREATECOMMENTREQUEST']._serialized_end=1573
-  _globals['_CREATECOMMENTRESPONSE']._serialized_start=1575
-  _globals['_CREATECOMMENTRESPONSE']._serialized_end=1650
-  _globals['_BATCHLISTCOMMENTSREQUEST']._serialized_start=1652
-  _globals['_BATCHLISTCOMMENTSREQUEST']._serialized_end=1743
-  _globals['_BATCHLISTCOMMENTSRESPONSE']._serialized_start=1745
-  _globals['_BATCHLISTCOMMENTSRESPONSE']._serialized_end=1858
-  _globals['_LIKEPOSTREQUEST']._serialized_start=1860
-  _globals['_LIKEPOSTREQUEST']._serialized_end=1902
-  _globals['_LIKEPOSTRESPONSE']._serialized_start=1904
-  _globals['_LIKEPOSTRESPONSE']._serialized_end=1948
-  _globals['_UNLIKEPOSTREQUEST']._serialized_start=1950
-  _globals['_UNLIKEPOSTREQUEST']._serialized_end=1994
-  _globals['_UNLIKEPOSTRESPONSE']._serialized_start=1996
-  _globals['_UNLIKEPOSTRESPONSE']._serialized_end=2042
-  _globals['_BATCHGETPOSTSTATSREQUEST']._serialized_start=2044
-  _globals['_BATCHGETPOSTSTATSREQUEST']._serialized_end=2097
-  _globals['_BATCHGETPOSTSTATSRESPONSE']._serialized_start=2099
-  _globals['_BATCHGETPOSTSTATSRESPONSE']._serialized_end=2209
-  _globals['_CONTENTSERVICE']._serialized_start=2212
-  _globals['_CONTENTSERVICE']._serialized_end=3263
+  _globals['_BATCHGETPOSTSREQUEST']._serialized_end=971
+  _globals['_BATCHGETPOSTSRESPONSE']._serialized_start=974
+  _globals['_BATCHGETPOSTSRESPONSE']._serialized_end=1184
+  _globals['_DELETEPOSTREQUEST']._serialized_start=1186
+  _globals['_DELETEPOSTREQUEST']._serialized_end=1221
+  _globals['_DELETEPOSTRESPONSE']._serialized_start=1223
+  _globals['_DELETEPOSTRESPONSE']._serialized_end=1243
+  _globals['_LISTUSERPOSTSREQUEST']._serialized_start=1245
+  _globals['_LISTUSERPOSTSREQUEST']._serialized_end=1341
+  _globals['_LISTUSERPOSTSRESPONSE']._serialized_start=1343
+  _globals['_LISTUSERPOSTSRESPONSE']._serialized_end=1461
+  _globals['_LISTPOSTSBYAUTHORSREQUEST']._serialized_start=1463
+  _globals['_LISTPOSTSBYAUTHORSREQUEST']._serialized_end=1570
+  _globals['_LISTPOSTSBYAUTHORSRESPONSE']._serialized_start=1572
+  _globals['_LISTPOSTSBYAUTHORSRESPONSE']._serialized_end=1695
+  _globals['_CREATECOMMENTREQUEST']._serialized_start=1697
+  _globals['_CREATECOMMENTREQUEST']._serialized_end=1764
+  _globals['_CREATECOMMENTRESPONSE']._serialized_start=1766
+  _globals['_CREATECOMMENTRESPONSE']._serialized_end=1841
+  _globals['_BATCHLISTCOMMENTSREQUEST']._serialized_start=1843
+  _globals['_BATCHLISTCOMMENTSREQUEST']._serialized_end=1934
+  _globals['_BATCHLISTCOMMENTSRESPONSE']._serialized_start=1936
+  _globals['_BATCHLISTCOMMENTSRESPONSE']._serialized_end=2049
+  _globals['_LIKEPOSTREQUEST']._serialized_start=2051
+  _globals['_LIKEPOSTREQUEST']._serialized_end=2093
+  _globals['_LIKEPOSTRESPONSE']._serialized_start=2095
+  _globals['_LIKEPOSTRESPONSE']._serialized_end=2139
+  _globals['_UNLIKEPOSTREQUEST']._serialized_start=2141
+  _globals['_UNLIKEPOSTREQUEST']._serialized_end=2185
+  _globals['_UNLIKEPOSTRESPONSE']._serialized_start=2187
+  _globals['_UNLIKEPOSTRESPONSE']._serialized_end=2233
+  _globals['_BATCHGETPOSTSTATSREQUEST']._serialized_start=2235
+  _globals['_BATCHGETPOSTSTATSREQUEST']._serialized_end=2288
+  _globals['_BATCHGETPOSTSTATSRESPONSE']._serialized_start=2290
+  _globals['_BATCHGETPOSTSTATSRESPONSE']._serialized_end=2400
+  _globals['_CONTENTSERVICE']._serialized_start=2403
+  _globals['_CONTENTSERVICE']._serialized_end=3454
 # @@protoc_insertion_point(module_scope)

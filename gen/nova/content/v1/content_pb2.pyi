@@ -81,18 +81,26 @@ class GetPostResponse(_message.Message):
     def __init__(self, post: _Optional[_Union[Post, _Mapping]] = ...) -> None: ...
 
 class BatchGetPostsRequest(_message.Message):
-    __slots__ = ("ids",)
+    __slots__ = ("ids", "include_stats", "comments_per_post")
     IDS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_STATS_FIELD_NUMBER: _ClassVar[int]
+    COMMENTS_PER_POST_FIELD_NUMBER: _ClassVar[int]
     ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    include_stats: bool
+    comments_per_post: int
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., include_stats: _Optional[bool] = ..., comments_per_post: _Optional[int] = ...) -> None: ...
 
 class BatchGetPostsResponse(_message.Message):
-    __slots__ = ("posts", "missing_ids")
+    __slots__ = ("posts", "missing_ids", "stats", "comments")
     POSTS_FIELD_NUMBER: _ClassVar[int]
     MISSING_IDS_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    COMMENTS_FIELD_NUMBER: _ClassVar[int]
     posts: _containers.RepeatedCompositeFieldContainer[Post]
     missing_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, posts: _Optional[_Iterable[_Union[Post, _Mapping]]] = ..., missing_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    stats: _containers.RepeatedCompositeFieldContainer[PostStats]
+    comments: _containers.RepeatedCompositeFieldContainer[PostComments]
+    def __init__(self, posts: _Optional[_Iterable[_Union[Post, _Mapping]]] = ..., missing_ids: _Optional[_Iterable[str]] = ..., stats: _Optional[_Iterable[_Union[PostStats, _Mapping]]] = ..., comments: _Optional[_Iterable[_Union[PostComments, _Mapping]]] = ...) -> None: ...
 
 class DeletePostRequest(_message.Message):
     __slots__ = ("id",)
