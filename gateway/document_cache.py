@@ -22,7 +22,9 @@ what it keeps alive:
   hold up to 2 KB each, their nodes and locations: `ERROR_BYTES` each on top;
 - a parse failure keeps its text (the error's source) and the error:
   `parse_failure_bytes`;
-- a limit's refusal keeps one error, without the document: `ERROR_BYTES`.
+- a limit's refusal keeps one error, without the document: `ERROR_BYTES`;
+- a valid document keeps a plan per query (gateway/plans.py), at most one planned field
+  per token: `PLAN_BYTES_PER_FIELD` each.
 
 An entry's size is `sys.getsizeof` of the text, which is 4 bytes a character once one
 character is an emoji, so a text's real footprint is what is counted.
@@ -30,13 +32,18 @@ character is an emoji, so a text's real footprint is what is counted.
 
 import sys
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from graphql import DocumentNode, GraphQLError
+
+from gateway.plans import Plan
 
 TEXT_COPIES = 3
 BYTES_PER_TOKEN = 800
 ERROR_BYTES = 2048
+PLAN_BYTES_PER_FIELD = 500
+"""tracemalloc measured 360 on the feed query's plan (tests/unit/test_gateway_plans.py)."""
 _ENTRY_BYTES = 200
 """The key (a 64-character hash and the schema version) and the LRU's link."""
 
@@ -61,6 +68,9 @@ class PreparedDocument:
     size: int = ERROR_BYTES
     """Estimated bytes it holds: document_bytes, parse_failure_bytes, or ERROR_BYTES for
     a refusal that keeps only its error."""
+    plans: Mapping[str | None, Plan | None] = field(default_factory=dict)
+    """Each operation's plan by name (None: the anonymous one); None for graphql-core to
+    run it (gateway/plans.py)."""
 
 
 class DocumentCache:

@@ -4,11 +4,11 @@ The order puts the cheap checks first: length and tokens before the parser; the 
 of definitions, depth and aliases before validation; sign-ins on the validated document.
 Validation runs the specification's rules, graphql-core's recommended
 MaxIntrospectionDepthRule, and, with introspection off, a rule that rejects `__schema`
-and `__type`. Each result carries the estimate of the memory it holds, for the document
-cache's byte bound.
+and `__type`. A valid document's queries are planned (gateway/plans.py). Each result
+carries the estimate of the memory it holds, for the document cache's byte bound.
 """
 
-from graphql import GraphQLError, GraphQLSchema, parse, validate
+from graphql import GraphQLError, GraphQLSchema, OperationDefinitionNode, parse, validate
 from graphql.validation import (
     ASTValidationRule,
     NoSchemaIntrospectionCustomRule,
@@ -18,6 +18,7 @@ from graphql.validation import (
 
 from gateway.document_cache import (
     ERROR_BYTES,
+    PLAN_BYTES_PER_FIELD,
     PreparedDocument,
     document_bytes,
     parse_failure_bytes,
@@ -25,6 +26,7 @@ from gateway.document_cache import (
 from gateway.errors import LimitExceeded, coded
 from gateway.limits import check_shape, check_text
 from gateway.operations import check_definitions, check_sign_ins
+from gateway.plans import plan_operation
 from gateway.settings import GatewaySettings
 
 
@@ -63,7 +65,16 @@ def prepare(
         check_sign_ins(document)
     except LimitExceeded as error:
         return _refused(error)
-    return PreparedDocument(document, (), document_bytes(query, tokens))
+    plans = {
+        definition.name.value if definition.name else None: plan_operation(
+            schema, document, definition, max_fields=tokens
+        )
+        for definition in document.definitions
+        if isinstance(definition, OperationDefinitionNode)
+    }
+    planned = sum(plan.size for plan in plans.values() if plan is not None)
+    size = document_bytes(query, tokens) + PLAN_BYTES_PER_FIELD * planned
+    return PreparedDocument(document, (), size, plans)
 
 
 def _refused(error: LimitExceeded) -> PreparedDocument:

@@ -25,7 +25,7 @@ from graphql import (
     execute,
     get_operation_ast,
 )
-from graphql.execution.values import get_variable_values
+from graphql.execution.values import VariableValues, get_variable_values
 
 from gateway.auth import viewer_from_header
 from gateway.clients import Backend, Clients
@@ -43,6 +43,7 @@ from gateway.errors import (
 from gateway.limits import actual_cost, check_cost
 from gateway.loaders import Loaders
 from gateway.persisted_queries import PersistedQueries
+from gateway.plans import Plan, run_plan
 from gateway.registration_rate import RegistrationRate
 from gateway.schema import Schema
 from gateway.settings import GatewaySettings
@@ -71,8 +72,10 @@ class _Runnable:
     document: DocumentNode
     operation: OperationDefinitionNode
     variables: dict[str, Any]
+    coerced: VariableValues
     operation_name: str | None
     requested_cost: int
+    plan: Plan | None
 
 
 class Executor:
@@ -149,16 +152,27 @@ class Executor:
             loaders=self.loaders(backend),
             viewer=viewer,
         )
-        result = execute(
-            self.schema.graphql,
-            runnable.document,
-            context_value=context,
-            variable_values=runnable.variables,
-            operation_name=runnable.operation_name,
-            is_awaitable=_is_awaitable,
-        )
-        if isawaitable(result):
-            result = await result
+        if runnable.plan is not None:
+            result: Any = await run_plan(
+                runnable.plan,
+                schema=self.schema.graphql,
+                document=runnable.document,
+                operation=runnable.operation,
+                variables=runnable.coerced,
+                context=context,
+                is_awaitable=_is_awaitable,
+            )
+        else:
+            result = execute(
+                self.schema.graphql,
+                runnable.document,
+                context_value=context,
+                variable_values=runnable.variables,
+                operation_name=runnable.operation_name,
+                is_awaitable=_is_awaitable,
+            )
+            if isawaitable(result):
+                result = await result
         assert isinstance(result, ExecutionResult)
         body: dict[str, Any] = {"data": result.data}
         if result.errors:
@@ -208,7 +222,10 @@ class Executor:
                 [format_error(coded(error, "BAD_USER_INPUT"), self._debug) for error in coerced]
             )
         cost = check_cost(self.schema.graphql, prepared.document, operation, coerced, self.settings)
-        return _Runnable(prepared.document, operation, variables, operation_name, cost)
+        plan = prepared.plans.get(operation.name.value if operation.name else None)
+        return _Runnable(
+            prepared.document, operation, variables, coerced, operation_name, cost, plan
+        )
 
 
 def _is_awaitable(value: Any) -> TypeGuard[Awaitable[Any]]:

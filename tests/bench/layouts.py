@@ -189,7 +189,13 @@ async def _mesh(addresses: Mapping[str, str], workers: int, log: Path) -> AsyncI
     if not (MESH_DIR / "node_modules").exists():
         console().print("bench: installing GraphQL Mesh (npm ci in tests/bench/mesh)…")
         installed = await asyncio.create_subprocess_exec(
-            "npm", "ci", "--no-audit", "--no-fund", cwd=MESH_DIR, stdout=subprocess.DEVNULL
+            "npm",
+            "ci",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            cwd=MESH_DIR,
+            stdout=subprocess.DEVNULL,
         )
         if await installed.wait() != 0:
             raise BenchError("npm ci failed in tests/bench/mesh")
