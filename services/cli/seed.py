@@ -97,7 +97,8 @@ class SeedError(Exception):
 async def _when_admitted(send: Callable[[], Awaitable[R]]) -> R:
     """`send()`, sent again after the wait the service names while it refuses it
     (RESOURCE_EXHAUSTED with a retry hint, before doing anything): a seed signs up more
-    users at once than the password-hashing pool takes. Within _CALL_TIMEOUT_SECONDS."""
+    users at once than the password-hashing pool takes, and its writes can find every
+    database connection of a service busy. Within _CALL_TIMEOUT_SECONDS."""
     give_up = time.monotonic() + _CALL_TIMEOUT_SECONDS
     while True:
         try:
@@ -313,20 +314,24 @@ class _Seeder:
     async def _follow(self, follower: DemoUser, followee: DemoUser) -> None:
         await self._rpc(
             f"UserService.Follow of {followee.handle} by {follower.handle}",
-            self._users.Follow(
-                user_pb2.FollowRequest(user_id=followee.id),
-                metadata=follower.metadata,
-                timeout=_CALL_TIMEOUT_SECONDS,
+            _when_admitted(
+                lambda: self._users.Follow(
+                    user_pb2.FollowRequest(user_id=followee.id),
+                    metadata=follower.metadata,
+                    timeout=_CALL_TIMEOUT_SECONDS,
+                )
             ),
         )
 
     async def _post(self, author: DemoUser, text: str) -> str:
         created = await self._rpc(
             f"ContentService.CreatePost by {author.handle}",
-            self._content.CreatePost(
-                content_pb2.CreatePostRequest(text=text),
-                metadata=author.metadata,
-                timeout=_CALL_TIMEOUT_SECONDS,
+            _when_admitted(
+                lambda: self._content.CreatePost(
+                    content_pb2.CreatePostRequest(text=text),
+                    metadata=author.metadata,
+                    timeout=_CALL_TIMEOUT_SECONDS,
+                )
             ),
         )
         return created.post.id
@@ -334,10 +339,12 @@ class _Seeder:
     async def _comment(self, author: DemoUser, post_id: str, text: str) -> None:
         await self._rpc(
             f"ContentService.CreateComment on post {post_id} by {author.handle}",
-            self._content.CreateComment(
-                content_pb2.CreateCommentRequest(post_id=post_id, text=text),
-                metadata=author.metadata,
-                timeout=_CALL_TIMEOUT_SECONDS,
+            _when_admitted(
+                lambda: self._content.CreateComment(
+                    content_pb2.CreateCommentRequest(post_id=post_id, text=text),
+                    metadata=author.metadata,
+                    timeout=_CALL_TIMEOUT_SECONDS,
+                )
             ),
         )
 
@@ -375,10 +382,12 @@ class _Seeder:
     async def _like(self, liker: DemoUser, post_id: str) -> None:
         await self._rpc(
             f"ContentService.LikePost of post {post_id} by {liker.handle}",
-            self._content.LikePost(
-                content_pb2.LikePostRequest(post_id=post_id),
-                metadata=liker.metadata,
-                timeout=_CALL_TIMEOUT_SECONDS,
+            _when_admitted(
+                lambda: self._content.LikePost(
+                    content_pb2.LikePostRequest(post_id=post_id),
+                    metadata=liker.metadata,
+                    timeout=_CALL_TIMEOUT_SECONDS,
+                )
             ),
         )
 
