@@ -24,7 +24,6 @@ from collections.abc import Mapping, Sequence
 
 import asyncpg
 from google.protobuf.message import DecodeError
-from google.protobuf.timestamp_pb2 import Timestamp
 from redis.asyncio import Redis
 
 from nova.content.v1 import content_pb2
@@ -35,6 +34,7 @@ from services.runtime.cache_settings import CacheSettings
 from services.runtime.errors import NotFound
 from services.runtime.events.consumer import Consumer
 from services.runtime.events.model import Event
+from services.runtime.timestamps import to_timestamp
 
 GROUP = "content-cache"
 """The consumer group that deletes cached posts when they are deleted."""
@@ -44,10 +44,11 @@ POSTS = "posts"
 
 def post_message(post: PostRecord) -> content_pb2.Post:
     """The Post message of a stored post: what every RPC answers and what the cache keeps."""
-    created_at = Timestamp()
-    created_at.FromDatetime(post.created_at)
     return content_pb2.Post(
-        id=str(post.id), author_id=str(post.author_id), text=post.text, created_at=created_at
+        id=str(post.id),
+        author_id=str(post.author_id),
+        text=post.text,
+        created_at=to_timestamp(post.created_at),
     )
 
 

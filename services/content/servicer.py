@@ -13,6 +13,7 @@ from services.content.cache import CachedPosts, post_message
 from services.content.repository import CommentRecord, ContentRepository, PostStatsRecord
 from services.runtime.auth import caller_or_none, current_tenant, require_caller
 from services.runtime.pagination import paginate, read_page
+from services.runtime.timestamps import to_timestamp
 from services.runtime.validation import check_limit, check_text, parse_id, parse_ids
 
 Context = aio.ServicerContext[Any, Any]
@@ -233,9 +234,7 @@ def _viewer_id() -> uuid.UUID | None:
 
 
 def _timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
+    return to_timestamp(moment)
 
 
 def _comment_proto(comment: CommentRecord) -> content_pb2.Comment:

@@ -15,6 +15,7 @@ from services.runtime.auth import Caller, TokenCodec, caller_or_none, current_te
 from services.runtime.errors import InvalidArgument, Refused, Unauthenticated
 from services.runtime.ids import new_id
 from services.runtime.pagination import paginate, read_page
+from services.runtime.timestamps import to_timestamp
 from services.runtime.validation import check_text, parse_id, parse_ids
 from services.user.cache import CachedPreferences
 from services.user.passwords import Passwords
@@ -315,9 +316,7 @@ def _check_preferences(proto: user_pb2.Preferences, paths: list[str]) -> dict[st
 
 
 def _timestamp(record: UserRecord) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(record.created_at)
-    return stamp
+    return to_timestamp(record.created_at)
 
 
 def _user_proto(user: UserRecord, *, viewer_id: uuid.UUID | None) -> user_pb2.User:
