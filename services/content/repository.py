@@ -129,6 +129,26 @@ BATCH_GET_POST_STATS_SQL = """
     WHERE p.tenant_id = $1 AND p.id = ANY($2::uuid[])
 """
 
+# $1 tenant, $2 post ids, $3 viewer, $4 comments per post: both of the above in one
+# statement, each post's stats on every row of its comments (or on one row without).
+BATCH_STATS_AND_COMMENTS_SQL = """
+    SELECT p.id AS post_id, p.like_count, p.comment_count,
+           EXISTS (SELECT 1 FROM content_service.likes l
+                   WHERE l.tenant_id = p.tenant_id AND l.post_id = p.id AND l.user_id = $3)
+               AS viewer_has_liked,
+           c.id, c.author_id, c.text, c.created_at
+    FROM content_service.posts p
+    LEFT JOIN LATERAL (
+        SELECT id, author_id, text, created_at
+        FROM content_service.comments
+        WHERE tenant_id = p.tenant_id AND post_id = p.id
+        ORDER BY id DESC
+        LIMIT $4
+    ) c ON true
+    WHERE p.tenant_id = $1 AND p.id = ANY($2::uuid[])
+    ORDER BY p.id, c.id DESC
+"""
+
 _POST_EXISTS = "SELECT true FROM content_service.posts WHERE tenant_id = $1 AND id = $2"
 
 _ADD_LIKES = """UPDATE content_service.posts SET like_count = like_count + $3
@@ -320,6 +340,38 @@ class ContentRepository:
             elif not await conn.fetchval(_POST_EXISTS, tenant_id, post_id):
                 raise _no_post(post_id)
             return bool(deleted)
+
+    async def stats_and_comments(
+        self,
+        *,
+        tenant_id: uuid.UUID,
+        viewer_id: uuid.UUID | None,
+        post_ids: list[uuid.UUID],
+        limit_per_post: int,
+    ) -> tuple[dict[uuid.UUID, PostStatsRecord], dict[uuid.UUID, list[CommentRecord]]]:
+        """get_post_stats and latest_comments in one statement: a feed page's posts with
+        both cost PostgreSQL one query and the service one round trip, not two."""
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                BATCH_STATS_AND_COMMENTS_SQL, tenant_id, post_ids, viewer_id, limit_per_post
+            )
+        stats: dict[uuid.UUID, PostStatsRecord] = {}
+        comments: dict[uuid.UUID, list[CommentRecord]] = {}
+        for row in rows:
+            post_id = row["post_id"]
+            of_post = comments.get(post_id)
+            if of_post is None:
+                of_post = comments[post_id] = []
+                stats[post_id] = PostStatsRecord(
+                    post_id, row["like_count"], row["comment_count"], row["viewer_has_liked"]
+                )
+            if row["id"] is not None:
+                of_post.append(
+                    CommentRecord(
+                        row["id"], post_id, row["author_id"], row["text"], row["created_at"]
+                    )
+                )
+        return stats, comments
 
     async def get_post_stats(
         self, *, tenant_id: uuid.UUID, viewer_id: uuid.UUID | None, post_ids: list[uuid.UUID]

@@ -75,18 +75,11 @@ class ContentServicer(content_pb2_grpc.ContentServiceServicer):
             maximum=MAX_COMMENTS_PER_POST,
         )
         tenant_id = current_tenant()
-        # The stats and comments are read beside the posts (each on a connection of its
-        # own): the call takes as long as the slowest of them, not their sum.
-        found, stats, comments = await asyncio.gather(
+        # The stats and comments are read beside the posts (on a connection of their
+        # own): the call takes as long as the slower of the two, not their sum.
+        found, (stats, comments) = await asyncio.gather(
             self._posts(tenant_id, ids),
-            self._content.get_post_stats(tenant_id=tenant_id, viewer_id=_viewer_id(), post_ids=ids)
-            if request.include_stats
-            else _nothing(),
-            self._content.latest_comments(
-                tenant_id=tenant_id, post_ids=ids, limit_per_post=comments_per_post
-            )
-            if comments_per_post
-            else _nothing(),
+            self._extras(tenant_id, ids, request.include_stats, comments_per_post),
         )
         # A post deleted between the reads has no stats: it is answered as missing, so
         # the lists stay one entry per post.
@@ -104,6 +97,31 @@ class ContentServicer(content_pb2_grpc.ContentServiceServicer):
                 if comments_per_post
             ],
         )
+
+    async def _extras(
+        self, tenant_id: uuid.UUID, ids: list[uuid.UUID], stats: bool, comments_per_post: int
+    ) -> tuple[dict[uuid.UUID, PostStatsRecord], dict[uuid.UUID, list[CommentRecord]]]:
+        """The stats and latest comments BatchGetPosts was asked for: one statement for
+        both, one for either, none for neither."""
+        content, viewer = self._content, _viewer_id()
+        if stats and comments_per_post:
+            return await content.stats_and_comments(
+                tenant_id=tenant_id,
+                viewer_id=viewer,
+                post_ids=ids,
+                limit_per_post=comments_per_post,
+            )
+        if stats:
+            found = await content.get_post_stats(
+                tenant_id=tenant_id, viewer_id=viewer, post_ids=ids
+            )
+            return found, {}
+        if comments_per_post:
+            latest = await content.latest_comments(
+                tenant_id=tenant_id, post_ids=ids, limit_per_post=comments_per_post
+            )
+            return {}, latest
+        return {}, {}
 
     async def _posts(
         self, tenant_id: uuid.UUID, ids: list[uuid.UUID]
@@ -222,10 +240,6 @@ class ContentServicer(content_pb2_grpc.ContentServiceServicer):
             stats=[_stats_proto(found[i]) for i in ids if i in found],
             missing_ids=[str(i) for i in ids if i not in found],
         )
-
-
-async def _nothing() -> dict[uuid.UUID, Any]:
-    return {}
 
 
 def _viewer_id() -> uuid.UUID | None:

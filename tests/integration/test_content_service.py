@@ -168,7 +168,18 @@ async def test_batch_get_posts_answers_stats_and_latest_comments_one_per_post_in
         (quiet.id, []),
         (liked.id, [x.text for x in reversed(said[1:])]),
     ]
-    # Asked for neither, the answer carries neither.
+    # Either alone (a statement of its own), or neither.
+    stats_only = await content.BatchGetPosts(
+        content_pb2.BatchGetPostsRequest(ids=[liked.id, quiet.id], include_stats=True),
+        metadata=bob.metadata,
+    )
+    assert list(stats_only.stats) == list(response.stats)[::-1]
+    assert len(stats_only.comments) == 0
+    comments_only = await content.BatchGetPosts(
+        content_pb2.BatchGetPostsRequest(ids=[quiet.id, liked.id], comments_per_post=3)
+    )
+    assert list(comments_only.comments) == list(response.comments)
+    assert len(comments_only.stats) == 0
     plain = await content.BatchGetPosts(content_pb2.BatchGetPostsRequest(ids=[liked.id]))
     assert (len(plain.posts), len(plain.stats), len(plain.comments)) == (1, 0, 0)
 
