@@ -15,7 +15,10 @@ own (embedded PostgreSQL and Redis unless NOVA_DATABASE_URL / NOVA_REDIS_URL):
 
 Per peer: one checked page (20 posts, each with an author), then an open loop at --rate
 from this process (httpx; a Python load generator in a process of its own), then closed
-loops with wrk (tests/bench/wrk.py) at each --concurrency level after a warm-up. Every
+loops with wrk (tests/bench/wrk.py) at each --concurrency level after a warm-up, in
+--rounds rounds: Nova's processes layout and Mesh run at once and take turns in each
+round, so a drift of the machine's speed reaches both (the table adds the rounds up, and
+gives the range of the rounds' ratios to Mesh). Every
 window counts the CPU each process used (tests/bench/cpu.py), per good page: the gateway
 (workers, or Mesh's node processes), the services, the event workers, PostgreSQL, Redis.
 503s (the gateway's admission refusing work) are counted apart from good pages; wrk resends
@@ -30,6 +33,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,7 +87,10 @@ class PeerResult:
     open_cpu_ms: Mapping[str, float]
     """CPU ms per request in the open loop, by component."""
     levels: Sequence[tuple[WrkResult, Mapping[str, float]]]
-    """Each closed loop, with CPU ms per good page by component."""
+    """Each closed loop, its rounds merged (merge_rounds), with CPU ms per good page by
+    component."""
+    round_rates: Sequence[Sequence[float]] = ()
+    """Per level, the good pages/s of each round."""
 
 
 def _nova_env(data_dir: Path, ports: Mapping[str, int]) -> dict[str, str]:
@@ -254,23 +261,65 @@ def _check_page(name: str, answer: dict[str, Any]) -> None:
         raise BenchError(f"{name}: a page of {len(posts)} posts, or one without its author")
 
 
-async def _measure(
-    name: str,
-    url: str,
-    body: dict[str, Any],
-    seeded: Seeded,
-    components: Sequence[Component],
-    options: LayoutsBench,
-    folder: Path,
-) -> PeerResult:
-    tokens = folder / "tokens.txt"
-    tokens.write_text("".join(f"{user.token}\n" for user in seeded.users))
-    body_file = folder / f"body-{abs(hash(name))}.json"
-    body_file.write_text(json.dumps(body))
+@dataclass
+class _Peer:
+    """One peer's endpoint, its query, what to count the CPU of, and its rounds so far."""
+
+    name: str
+    url: str
+    body: dict[str, Any]
+    components: Sequence[Component]
+    open_loop: LoadResult | None = None
+    open_cpu_ms: Mapping[str, float] = field(default_factory=dict)
+    rounds: list[list[tuple[WrkResult, Mapping[str, float]]]] = field(default_factory=list)
+    """Each round: each level's result and CPU seconds by component."""
+
+    def body_file(self, folder: Path) -> Path:
+        path = folder / f"body-{abs(hash(self.name))}.json"
+        path.write_text(json.dumps(self.body))
+        return path
+
+    def result(self) -> PeerResult:
+        assert self.open_loop is not None
+        levels = []
+        for index in range(len(self.rounds[0])):
+            runs = [levels_of_round[index] for levels_of_round in self.rounds]
+            merged = merge_rounds([result for result, _ in runs])
+            used: dict[str, float] = {}
+            for _, seconds in runs:
+                for part, value in seconds.items():
+                    used[part] = used.get(part, 0.0) + value
+            levels.append((merged, _per(used, merged.good)))
+        rates = [
+            [levels_of_round[index][0].good_rate for levels_of_round in self.rounds]
+            for index in range(len(self.rounds[0]))
+        ]
+        return PeerResult(self.name, self.open_loop, self.open_cpu_ms, levels, rates)
+
+
+def merge_rounds(results: Sequence[WrkResult]) -> WrkResult:
+    """Rounds of one level as one result: counts and seconds added, each percentile the
+    median of the rounds' (wrk reports percentiles, not the latencies under them)."""
+    return WrkResult(
+        concurrency=results[0].concurrency,
+        seconds=sum(result.seconds for result in results),
+        good=sum(result.good for result in results),
+        overloaded=sum(result.overloaded for result in results),
+        failed=sum(result.failed for result in results),
+        p50_ms=statistics.median(result.p50_ms for result in results),
+        p90_ms=statistics.median(result.p90_ms for result in results),
+        p99_ms=statistics.median(result.p99_ms for result in results),
+    )
+
+
+async def _open_loop(peer: _Peer, seeded: Seeded, options: LayoutsBench) -> None:
+    """Checks the page, then the open loop at --rate from this process (httpx)."""
     viewers = [user.token for user in seeded.users]
     async with httpx.AsyncClient(trust_env=False, timeout=None) as http:
-        first = await http.post(url, json=body, headers={"authorization": f"Bearer {viewers[0]}"})
-        _check_page(name, first.json())
+        first = await http.post(
+            peer.url, json=peer.body, headers={"authorization": f"Bearer {viewers[0]}"}
+        )
+        _check_page(peer.name, first.json())
         turn = 0
 
         async def call() -> None:
@@ -278,25 +327,46 @@ async def _measure(
             turn += 1
             headers = {"authorization": f"Bearer {viewers[turn % len(viewers)]}"}
             try:
-                response = await http.post(url, json=body, headers=headers)
+                response = await http.post(peer.url, json=peer.body, headers=headers)
             except httpx.HTTPError as error:
                 raise RequestFailed("UNAVAILABLE", str(error)) from None
             if response.status_code != 200 or b'"errors"' in response.content:
                 raise RequestFailed("UNKNOWN", f"HTTP {response.status_code}")
 
         await generate(call, replace(options.load, duration=options.load.warmup, warmup=0))
-        before, sent = cpu.read(components), turn
-        open_loop = await generate(call, replace(options.load, warmup=0))
-        open_cpu = _per(cpu.used(before, cpu.read(components)), turn - sent)
-    await closed_loop(url, body=body_file, tokens=tokens, concurrency=8, seconds=options.warmup)
-    levels = []
-    for level in options.concurrency:
-        before = cpu.read(components)
-        result = await closed_loop(
-            url, body=body_file, tokens=tokens, concurrency=level, seconds=options.seconds
+        before, sent = cpu.read(peer.components), turn
+        peer.open_loop = await generate(call, replace(options.load, warmup=0))
+        peer.open_cpu_ms = _per(cpu.used(before, cpu.read(peer.components)), turn - sent)
+
+
+async def _closed_loops(
+    peers: Sequence[_Peer], seeded: Seeded, options: LayoutsBench, folder: Path
+) -> None:
+    """A warm-up each, then --rounds rounds, each running every level for each peer in
+    turn: peers measured minutes apart on a shared machine see its speed drift apart (this
+    VM's runs of one CPU-bound loop range over 1.6x in a session), rounds taken in turn
+    see the same drift."""
+    tokens = folder / "tokens.txt"
+    tokens.write_text("".join(f"{user.token}\n" for user in seeded.users))
+    bodies = {peer.name: peer.body_file(folder) for peer in peers}
+    for peer in peers:
+        await closed_loop(
+            peer.url, body=bodies[peer.name], tokens=tokens, concurrency=8, seconds=options.warmup
         )
-        levels.append((result, _per(cpu.used(before, cpu.read(components)), result.good)))
-    return PeerResult(name=name, open_loop=open_loop, open_cpu_ms=open_cpu, levels=levels)
+    for _ in range(options.rounds):
+        for peer in peers:
+            levels = []
+            for level in options.concurrency:
+                before = cpu.read(peer.components)
+                result = await closed_loop(
+                    peer.url,
+                    body=bodies[peer.name],
+                    tokens=tokens,
+                    concurrency=level,
+                    seconds=options.seconds,
+                )
+                levels.append((result, cpu.used(before, cpu.read(peer.components))))
+            peer.rounds.append(levels)
 
 
 def _per(used: Mapping[str, float], count: int) -> dict[str, float]:
@@ -310,6 +380,7 @@ class LayoutsBench:
     warmup: float
     concurrency: tuple[int, ...]
     workers: int
+    rounds: int = 2
     mesh: bool = True
     single: bool = True
 
@@ -325,52 +396,51 @@ async def bench_layouts(options: LayoutsBench) -> None:
         log = folder / "nova.log"
         processes = ["up", "--processes", "--workers", str(options.workers)]
         out.print(f"bench: nova {' '.join(processes)}")
-        async with _nova(processes, env, log) as layout:
+        async with _nova(processes, env, log) as layout, contextlib.AsyncExitStack() as stack:
             with Progress(console=out) as progress:
                 seeded = await seed(layout.addresses, PLAN, progress=progress)
             shared = _shared(env, folder / "data", layout.pids["nova"])
             parts = [Component(part, find) for part, find in layout.parts.items()]
             await _until_quiet([*parts, *shared])
-            label = f"Nova, nova up --processes, {options.workers} gateway workers"
-            results.append(
-                await _measure(
-                    label, layout.url, _nova_body(), seeded, [*parts, *shared], options, folder
+            peers = [
+                _Peer(
+                    f"Nova, nova up --processes, {options.workers} gateway workers",
+                    layout.url,
+                    _nova_body(),
+                    [*parts, *shared],
                 )
-            )
+            ]
             if options.mesh:
                 out.print(f"bench: GraphQL Mesh, {options.workers} workers, on those services")
-                async with _mesh(layout.addresses, options.workers, folder / "mesh.log") as mesh:
-                    mesh_parts = [Component(part, find) for part, find in mesh.parts.items()] + [
-                        part for part in parts if part.name != "gateway"
-                    ]
-                    results.append(
-                        await _measure(
-                            f"GraphQL Mesh, {options.workers} workers",
-                            mesh.url,
-                            _mesh_body(),
-                            seeded,
-                            [*mesh_parts, *shared],
-                            options,
-                            folder,
-                        )
+                mesh = await stack.enter_async_context(
+                    _mesh(layout.addresses, options.workers, folder / "mesh.log")
+                )
+                mesh_parts = [Component(part, find) for part, find in mesh.parts.items()]
+                services = [part for part in parts if part.name != "gateway"]
+                peers.append(
+                    _Peer(
+                        f"GraphQL Mesh, {options.workers} workers",
+                        mesh.url,
+                        _mesh_body(),
+                        [*mesh_parts, *services, *shared],
                     )
+                )
+            for peer in peers:
+                await _open_loop(peer, seeded, options)
+            await _closed_loops(peers, seeded, options, folder)
+            results += [peer.result() for peer in peers]
         if options.single:
             out.print("bench: nova up (one process)")
             async with _nova(["up"], env, log) as single:
                 shared = _shared(env, folder / "data", single.pids["nova"])
                 parts = [Component(part, find) for part, find in single.parts.items()]
                 await _until_quiet([*parts, *shared])
-                results.append(
-                    await _measure(
-                        "Nova, nova up (one process)",
-                        single.url,
-                        _nova_body(),
-                        seeded,
-                        [*parts, *shared],
-                        options,
-                        folder,
-                    )
+                alone = _Peer(
+                    "Nova, nova up (one process)", single.url, _nova_body(), [*parts, *shared]
                 )
+                await _open_loop(alone, seeded, options)
+                await _closed_loops([alone], seeded, options, folder)
+                results.append(alone.result())
     for table in _tables(results, options):
         out.print(table)
 
@@ -411,13 +481,22 @@ def _tables(results: Sequence[PeerResult], options: LayoutsBench) -> list[Table]
         )
     closed = Table(title="Closed loops (wrk; latency of every answer, 503s included)")
     columns = ["peer", "in flight", "good/s", "503/s", "failed", "p50 ms", "p90 ms", "p99 ms"]
-    for column in [*columns, *names, "CPU ms/page", "vs Mesh"]:
+    for column in [*columns, *names, "CPU ms/page", "vs Mesh", "rounds vs Mesh"]:
         closed.add_column(column, justify="left" if column == "peer" else "right")
     for result in results:
         for index, (level, used) in enumerate(result.levels):
-            versus = "-"
+            versus = spread = "-"
             if mesh is not None and mesh is not result and mesh.levels[index][0].good_rate:
                 versus = f"{level.good_rate / mesh.levels[index][0].good_rate:.2f}x"
+                ratios = [
+                    ours / theirs
+                    for ours, theirs in zip(
+                        result.round_rates[index], mesh.round_rates[index], strict=False
+                    )
+                    if theirs
+                ]
+                if ratios and len(result.round_rates[index]) == len(mesh.round_rates[index]):
+                    spread = f"{min(ratios):.2f}-{max(ratios):.2f}x"
             closed.add_row(
                 result.name if index == 0 else "",
                 str(level.concurrency),
@@ -430,6 +509,7 @@ def _tables(results: Sequence[PeerResult], options: LayoutsBench) -> list[Table]
                 *(f"{used[name]:.2f}" if name in used else "-" for name in names),
                 f"{sum(used.values()):.2f}",
                 versus,
+                spread,
             )
     return [open_table, closed]
 
@@ -458,6 +538,13 @@ def _tables(results: Sequence[PeerResult], options: LayoutsBench) -> list[Table]
     show_default=True,
     help="Gateway workers of Nova and of Mesh.",
 )
+@click.option(
+    "--rounds",
+    type=click.IntRange(1, 20),
+    default=2,
+    show_default=True,
+    help="Rounds of closed loops, the peers taking turns in each.",
+)
 @click.option("--no-mesh", is_flag=True, help="Leave GraphQL Mesh out (it needs Node and npm).")
 @click.option("--no-single", is_flag=True, help="Leave the one-process `nova up` out.")
 def command(
@@ -466,6 +553,7 @@ def command(
     warmup: float,
     concurrency: tuple[int, ...],
     workers: int,
+    rounds: int,
     no_mesh: bool,
     no_single: bool,
 ) -> None:
@@ -479,6 +567,7 @@ def command(
         warmup=warmup,
         concurrency=concurrency,
         workers=workers,
+        rounds=rounds,
         mesh=not no_mesh,
         single=not no_single,
     )

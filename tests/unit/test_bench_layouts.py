@@ -1,14 +1,15 @@
 """The pieces of `./dev bench layouts` that need no wrk, Node or servers: reading wrk's
-result line, reading a `nova up --processes` banner, checking a page, Mesh's command."""
+result line, reading a `nova up --processes` banner, checking a page, Mesh's command,
+merging rounds."""
 
 import os
 
 import pytest
 
 from tests.bench.harness import BenchError
-from tests.bench.layouts import PAGE_SIZE, _check_page, _parse
+from tests.bench.layouts import PAGE_SIZE, _check_page, _parse, merge_rounds
 from tests.bench.mesh_run import mesh_command, mesh_env
-from tests.bench.wrk import WrkError, parse
+from tests.bench.wrk import WrkError, WrkResult, parse
 
 WRK_OUTPUT = """Running 5s test @ http://127.0.0.1:1/graphql
   2 threads and 8 connections
@@ -87,3 +88,15 @@ def test_mesh_needs_every_service_address() -> None:
     assert mesh_env(addresses)["NOVA_FEED_ADDR"] == "127.0.0.1:3"
     with pytest.raises(ValueError, match="Mesh needs the addresses of feed"):
         mesh_command({"user": "a", "content": "b"}, 4471, 2)
+
+
+def test_rounds_of_a_level_add_up_and_take_the_median_percentiles() -> None:
+    rounds = [
+        WrkResult(8, 10.0, 1000, 5, 0, 40.0, 60.0, 90.0),
+        WrkResult(8, 10.0, 1400, 0, 1, 30.0, 50.0, 70.0),
+        WrkResult(8, 10.0, 1200, 1, 0, 35.0, 55.0, 200.0),
+    ]
+    merged = merge_rounds(rounds)
+    assert (merged.seconds, merged.good, merged.overloaded, merged.failed) == (30.0, 3600, 6, 1)
+    assert merged.good_rate == 120.0
+    assert (merged.p50_ms, merged.p90_ms, merged.p99_ms) == (35.0, 55.0, 90.0)
