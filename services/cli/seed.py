@@ -90,6 +90,10 @@ class Seeded:
     seconds: float
 
 
+_FIRST_BACKOFF_SECONDS = 0.1
+_MAX_BACKOFF_SECONDS = 2.0
+
+
 class SeedError(Exception):
     """An RPC of the seed failed; the message names the call, status code and details."""
 
@@ -98,15 +102,20 @@ async def _when_admitted(send: Callable[[], Awaitable[R]]) -> R:
     """`send()`, sent again after the wait the service names while it refuses it
     (RESOURCE_EXHAUSTED with a retry hint, before doing anything): a seed signs up more
     users at once than the password-hashing pool takes, and its writes can find every
-    database connection of a service busy. Within _CALL_TIMEOUT_SECONDS."""
+    database connection of a service busy (a refusal without a hint: then after a
+    doubling backoff). Within _CALL_TIMEOUT_SECONDS."""
     give_up = time.monotonic() + _CALL_TIMEOUT_SECONDS
+    backoff = _FIRST_BACKOFF_SECONDS
     while True:
         try:
             return await send()
         except aio.AioRpcError as error:
-            wait = refusal_of(error).retry_after_seconds
-            exhausted = error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            if not exhausted or wait is None or time.monotonic() + wait > give_up:
+            if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise
+            # No hint (every database connection busy): "retry with backoff", doubling.
+            wait = refusal_of(error).retry_after_seconds or backoff
+            backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
+            if time.monotonic() + wait > give_up:
                 raise
         await asyncio.sleep(wait)
 
