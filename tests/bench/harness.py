@@ -395,4 +395,4 @@ def console() -> Console:
     """Rich assumes 80 columns when output is not a terminal, which folds a table into
     ellipses in logs and CI; there a table gets the width it needs."""
     terminal = Console()
-    return terminal if terminal.is_terminal else Console(width=180)
+    return terminal if terminal.is_terminal else Console(width=320)

@@ -87,4 +87,4 @@ async def test_the_feed_bench_measures_every_variant_and_prints_its_tables(
     assert "RPCs/request" in text
     assert "req/s / baseline" in text
     assert "CPU ms per request" in text
-    assert "miss: parse + limits + validate µs" in text
+    assert "miss: parse, limits, validate, plan µs" in text
