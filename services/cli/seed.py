@@ -91,6 +91,8 @@ class Seeded:
 
 
 _FIRST_BACKOFF_SECONDS = 0.1
+_SEND_AGAIN = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED)
+"""What a service answers when it did nothing and the call may be sent again."""
 _MAX_BACKOFF_SECONDS = 2.0
 
 
@@ -103,16 +105,18 @@ async def _when_admitted(send: Callable[[], Awaitable[R]]) -> R:
     (RESOURCE_EXHAUSTED with a retry hint, before doing anything): a seed signs up more
     users at once than the password-hashing pool takes, and its writes can find every
     database connection of a service busy (a refusal without a hint: then after a
-    doubling backoff). Within _CALL_TIMEOUT_SECONDS."""
+    doubling backoff), or conflict with each other (ABORTED: "send it again"). Within
+    _CALL_TIMEOUT_SECONDS."""
     give_up = time.monotonic() + _CALL_TIMEOUT_SECONDS
     backoff = _FIRST_BACKOFF_SECONDS
     while True:
         try:
             return await send()
         except aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+            if error.code() not in _SEND_AGAIN:
                 raise
-            # No hint (every database connection busy): "retry with backoff", doubling.
+            # No hint (every database connection busy, or a conflict with a concurrent
+            # change): "retry with backoff", doubling.
             wait = refusal_of(error).retry_after_seconds or backoff
             backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
             if time.monotonic() + wait > give_up:

@@ -1,6 +1,6 @@
 """The seed sends a write again while a service refuses it before doing anything
-(RESOURCE_EXHAUSTED), after the wait the refusal names or, without one, a doubling
-backoff; any other failure ends the seed at once."""
+(RESOURCE_EXHAUSTED) or aborts it on a conflict (ABORTED), after the wait the refusal
+names or, without one, a doubling backoff; any other failure ends the seed at once."""
 
 import time
 from collections.abc import Awaitable, Callable
@@ -30,8 +30,9 @@ def _failing(errors: list[aio.AioRpcError]) -> tuple[Callable[[], Awaitable[str]
 
 
 async def test_a_refusal_without_a_hint_is_sent_again_after_a_doubling_backoff() -> None:
-    exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED
-    send, sent = _failing([_error(exhausted), _error(exhausted)])
+    send, sent = _failing(
+        [_error(grpc.StatusCode.RESOURCE_EXHAUSTED), _error(grpc.StatusCode.ABORTED)]
+    )
 
     assert await _when_admitted(send) == "done"
     assert len(sent) == 3
