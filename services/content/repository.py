@@ -102,22 +102,30 @@ LIST_POSTS_BY_AUTHORS_SQL = f"""
     LIMIT $4
 """
 
-# $1 tenant, $2 post ids, $3 comments per post. One row per comment, newest first within
-# each post, and one row with NULL comment columns for an existing post without comments,
-# so the caller can tell "no comments" from "no such post".
-BATCH_LIST_COMMENTS_SQL = """
-    SELECT p.id AS post_id, c.id, c.author_id, c.text, c.created_at
+
+def _latest_comments_of_posts(limit: str) -> str:
+    """The posts $2 of tenant $1, each joined to its `limit` newest comments (or to one
+    row of NULLs), newest first within each post."""
+    return f"""
     FROM content_service.posts p
     LEFT JOIN LATERAL (
         SELECT id, author_id, text, created_at
         FROM content_service.comments
         WHERE tenant_id = p.tenant_id AND post_id = p.id
         ORDER BY id DESC
-        LIMIT $3
+        LIMIT {limit}
     ) c ON true
     WHERE p.tenant_id = $1 AND p.id = ANY($2::uuid[])
     ORDER BY p.id, c.id DESC
 """
+
+
+# $1 tenant, $2 post ids, $3 comments per post. One row per comment, newest first within
+# each post, and one row with NULL comment columns for an existing post without comments,
+# so the caller can tell "no comments" from "no such post".
+BATCH_LIST_COMMENTS_SQL = "SELECT p.id AS post_id, c.id, c.author_id, c.text, c.created_at" + (
+    _latest_comments_of_posts("$3")
+)
 
 # $1 tenant, $2 post ids, $3 viewer (NULL when anonymous, which then matches no like).
 BATCH_GET_POST_STATS_SQL = """
@@ -136,18 +144,7 @@ BATCH_STATS_AND_COMMENTS_SQL = """
            EXISTS (SELECT 1 FROM content_service.likes l
                    WHERE l.tenant_id = p.tenant_id AND l.post_id = p.id AND l.user_id = $3)
                AS viewer_has_liked,
-           c.id, c.author_id, c.text, c.created_at
-    FROM content_service.posts p
-    LEFT JOIN LATERAL (
-        SELECT id, author_id, text, created_at
-        FROM content_service.comments
-        WHERE tenant_id = p.tenant_id AND post_id = p.id
-        ORDER BY id DESC
-        LIMIT $4
-    ) c ON true
-    WHERE p.tenant_id = $1 AND p.id = ANY($2::uuid[])
-    ORDER BY p.id, c.id DESC
-"""
+           c.id, c.author_id, c.text, c.created_at""" + _latest_comments_of_posts("$4")
 
 _POST_EXISTS = "SELECT true FROM content_service.posts WHERE tenant_id = $1 AND id = $2"
 
