@@ -103,11 +103,11 @@ LIST_POSTS_BY_AUTHORS_SQL = f"""
 """
 
 
-def _latest_comments_of_posts(limit: str) -> str:
+def _latest_comments_of_posts(limit: str, *, joined: str = "") -> str:
     """The posts $2 of tenant $1, each joined to its `limit` newest comments (or to one
-    row of NULLs), newest first within each post."""
+    row of NULLs), newest first within each post; `joined` joins more to each post."""
     return f"""
-    FROM content_service.posts p
+    FROM content_service.posts p {joined}
     LEFT JOIN LATERAL (
         SELECT id, author_id, text, created_at
         FROM content_service.comments
@@ -141,10 +141,13 @@ BATCH_GET_POST_STATS_SQL = """
 # statement, each post's stats on every row of its comments (or on one row without).
 BATCH_STATS_AND_COMMENTS_SQL = """
     SELECT p.id AS post_id, p.like_count, p.comment_count,
-           EXISTS (SELECT 1 FROM content_service.likes l
-                   WHERE l.tenant_id = p.tenant_id AND l.post_id = p.id AND l.user_id = $3)
-               AS viewer_has_liked,
-           c.id, c.author_id, c.text, c.created_at""" + _latest_comments_of_posts("$4")
+           l.user_id IS NOT NULL AS viewer_has_liked,
+           c.id, c.author_id, c.text, c.created_at""" + _latest_comments_of_posts(
+    "$4",
+    # At most one like per post and viewer (the primary key): no row is repeated.
+    joined="""LEFT JOIN content_service.likes l
+           ON l.tenant_id = p.tenant_id AND l.post_id = p.id AND l.user_id = $3""",
+)
 
 _POST_EXISTS = "SELECT true FROM content_service.posts WHERE tenant_id = $1 AND id = $2"
 

@@ -158,6 +158,11 @@ def _cases(tenant: uuid.UUID) -> dict[str, Case]:
             (tenant, old_posts, 3),
             frozenset({"posts_pkey", "comments_post_idx"}),
         ),
+        "content.BATCH_STATS_AND_COMMENTS_SQL": Case(
+            content_sql.BATCH_STATS_AND_COMMENTS_SQL,
+            (tenant, old_posts, user_id(reader), 3),
+            frozenset({"posts_pkey", "likes_pkey", "comments_post_idx"}),
+        ),
     }
 
 
