@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 import grpc
+import hypothesis
 import pytest
 from grpc import aio
 
@@ -32,6 +33,12 @@ from services.runtime.db import Database
 from services.runtime.events.workers import consumer_worker, relay_worker, running_events
 from services.runtime.process import migrate_services, open_dependencies, serve
 from services.runtime.spec import Dependencies
+
+# Examples are checked for what they do, not for how fast: on a shared 2-core machine one
+# can take longer than hypothesis's 200 ms default without anything being wrong (speed is
+# measured in tests/bench).
+hypothesis.settings.register_profile("nova", deadline=None)
+hypothesis.settings.load_profile("nova")
 
 if TYPE_CHECKING:
     from nova.user.v1.user_pb2_grpc import UserServiceAsyncStub
