@@ -20,7 +20,7 @@ loops with wrk (tests/bench/wrk.py) at each --concurrency level after a warm-up,
 round, so a drift of the machine's speed reaches both (the table adds the rounds up, and
 gives the range of the rounds' ratios to Mesh). Every
 window counts the CPU each process used (tests/bench/cpu.py), per good page: the gateway
-(workers, or Mesh's node processes), the services, the event workers, PostgreSQL, Redis.
+(workers, or Mesh's node processes), each service, the event workers, PostgreSQL, Redis.
 503s (the gateway's admission refusing work) are counted apart from good pages; wrk resends
 them at once, where a real client would wait for Retry-After.
 """
@@ -166,7 +166,7 @@ def _parse(banner: Sequence[str], pid: int) -> Started:
     else:
         parts = {
             "gateway": _pids([p for name, p in pids.items() if name.startswith("gateway.")]),
-            "services": _pids([pids[name] for name in REGISTRY.services]),
+            **{name: cpu.process(pids[name]) for name in REGISTRY.services},
             "event workers": _pids([pids["relay"], pids["events"], pid]),
         }
     return Started(url=url[1], parts=parts, addresses=addresses, pids=pids | {"nova": pid})

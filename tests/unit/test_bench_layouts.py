@@ -52,10 +52,10 @@ def test_a_processes_banner_gives_the_endpoints_and_each_part() -> None:
         "content": "127.0.0.1:41002",
         "feed": "127.0.0.1:41003",
     }
-    assert set(started.parts) == {"gateway", "services", "event workers"}
+    assert set(started.parts) == {"gateway", "user", "content", "feed", "event workers"}
     assert started.pids["gateway.2"] == 9000007
     # Found by pid: this test's own process stands in for the user service.
-    assert [found.pid for found in started.parts["services"]()] == [os.getpid()]
+    assert [found.pid for found in started.parts["user"]()] == [os.getpid()]
 
 
 def test_a_one_process_banner_is_one_part() -> None:
