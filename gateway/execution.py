@@ -156,7 +156,6 @@ class Executor:
             result: Any = await run_plan(
                 runnable.plan,
                 schema=self.schema.graphql,
-                document=runnable.document,
                 operation=runnable.operation,
                 variables=runnable.coerced,
                 context=context,

@@ -104,6 +104,8 @@ class _Field:
 class Plan:
     root: GraphQLObjectType
     fields: tuple[_Field, ...]
+    fragments: dict[str, FragmentDefinitionNode]
+    """The document's named fragments, as resolvers see them in ResolveInfo."""
     size: int
     """Fields planned, over every selection set (what the plan holds in memory)."""
 
@@ -132,7 +134,7 @@ def plan_operation(
         fields = planner.collect(root, [operation.selection_set])
     except (_Unplannable, RecursionError):
         return None
-    return Plan(root, fields, planner.size)
+    return Plan(root, fields, fragments, planner.size)
 
 
 class _Planner:
@@ -261,19 +263,13 @@ async def run_plan(
     plan: Plan,
     *,
     schema: GraphQLSchema,
-    document: DocumentNode,
     operation: OperationDefinitionNode,
     variables: VariableValues,
     context: Any,
     is_awaitable: Callable[[Any], TypeGuard[Awaitable[Any]]],
 ) -> ExecutionResult:
     """The response, as graphql-core's execute would give it for this operation."""
-    fragments = {
-        definition.name.value: definition
-        for definition in document.definitions
-        if isinstance(definition, FragmentDefinitionNode)
-    }
-    run = _Run(schema, fragments, operation, variables, context, is_awaitable)
+    run = _Run(schema, plan.fragments, operation, variables, context, is_awaitable)
     return await run.execute(plan)
 
 
@@ -500,6 +496,9 @@ class _Run:
         except BaseException as failure:  # a bug or a cancellation: execute() raises it
             if self._failure is None:
                 self._failure = failure
+        self._one_settled()
+
+    def _one_settled(self) -> None:
         self._outstanding -= 1
         if self._outstanding == 0 and self._settled is not None and not self._settled.done():
             self._settled.set_result(None)
@@ -542,6 +541,4 @@ class _Run:
         self._tasks.discard(future)
         if not future.cancelled():
             future.exception()  # observed, as graphql-core's settle_in_background does
-        self._outstanding -= 1
-        if self._outstanding == 0 and self._settled is not None and not self._settled.done():
-            self._settled.set_result(None)
+        self._one_settled()

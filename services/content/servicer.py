@@ -2,10 +2,8 @@
 
 import asyncio
 import uuid
-from datetime import datetime
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
 from nova.content.v1 import content_pb2, content_pb2_grpc
@@ -247,17 +245,13 @@ def _viewer_id() -> uuid.UUID | None:
     return caller.user_id if caller else None
 
 
-def _timestamp(moment: datetime) -> Timestamp:
-    return to_timestamp(moment)
-
-
 def _comment_proto(comment: CommentRecord) -> content_pb2.Comment:
     return content_pb2.Comment(
         id=str(comment.id),
         post_id=str(comment.post_id),
         author_id=str(comment.author_id),
         text=comment.text,
-        created_at=_timestamp(comment.created_at),
+        created_at=to_timestamp(comment.created_at),
     )
 
 

@@ -315,10 +315,6 @@ def _check_preferences(proto: user_pb2.Preferences, paths: list[str]) -> dict[st
     return changes
 
 
-def _timestamp(record: UserRecord) -> Timestamp:
-    return to_timestamp(record.created_at)
-
-
 def _user_proto(user: UserRecord, *, viewer_id: uuid.UUID | None) -> user_pb2.User:
     return user_pb2.User(
         id=str(user.id),
@@ -326,7 +322,7 @@ def _user_proto(user: UserRecord, *, viewer_id: uuid.UUID | None) -> user_pb2.Us
         display_name=user.display_name,
         bio=user.bio,
         avatar_url=user.avatar_url,
-        created_at=_timestamp(user),
+        created_at=to_timestamp(user.created_at),
         follower_count=user.follower_count,
         following_count=user.following_count,
         followed_by_viewer=user.followed_by_viewer,

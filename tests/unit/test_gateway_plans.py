@@ -133,7 +133,6 @@ async def _both(
     planned = await run_plan(
         plan,
         schema=SCHEMA,
-        document=document,
         operation=operation,
         variables=coerced,
         context=None,
@@ -319,7 +318,6 @@ async def test_a_resolver_gets_the_info_graphql_core_would_give_it() -> None:
     await run_plan(
         plan,
         schema=schema,
-        document=document,
         operation=operation,
         variables=coerced,
         context="ctx",
@@ -356,7 +354,6 @@ async def test_a_cancelled_run_cancels_what_it_awaits() -> None:
         run_plan(
             plan,
             schema=schema,
-            document=document,
             operation=operation,
             variables=coerced,
             context=None,
