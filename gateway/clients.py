@@ -29,6 +29,7 @@ from interceptors.client.refusal import refusal_of
 from interceptors.client.stack import ClientSettings, connect, reads
 
 if TYPE_CHECKING:
+    from nova.analytics.v1.analytics_pb2_grpc import AnalyticsServiceAsyncStub
     from nova.content.v1.content_pb2_grpc import ContentServiceAsyncStub
     from nova.feed.v1.feed_pb2_grpc import FeedServiceAsyncStub
     from nova.user.v1.user_pb2_grpc import UserServiceAsyncStub
@@ -68,7 +69,7 @@ class Target:
     stub: Callable[[aio.Channel], Any]
 
 
-REQUIRED = ("user", "content", "feed")
+REQUIRED = ("user", "content", "feed", "analytics")
 """The services the resolvers call, by the names the services register under."""
 
 
@@ -91,6 +92,10 @@ class Clients:
     @property
     def feed(self) -> FeedServiceAsyncStub:
         return cast("FeedServiceAsyncStub", self.stubs["feed"])
+
+    @property
+    def analytics(self) -> AnalyticsServiceAsyncStub:
+        return cast("AnalyticsServiceAsyncStub", self.stubs["analytics"])
 
 
 @asynccontextmanager
@@ -142,6 +147,7 @@ class Backend:
         self.users = clients.users
         self.content = clients.content
         self.feed = clients.feed
+        self.analytics = clients.analytics
         # The HTTP client's address, for the services' sign-in limits (which believe it
         # from trusted proxies only), on every call.
         self._metadata = (

@@ -11,7 +11,8 @@ validation then rejects) cannot recurse forever and spreads cannot blow up the c
 Cost counts the objects a query can return, plus the backend work of the fields that cause
 more than their objects show: each field of object type is 1, a field in FIELD_WEIGHTS
 adds its weight each time it can run (homeFeed: its RPCs and a timeline that may have to
-be read from PostgreSQL, feed.WORK, whatever its page size), and both are multiplied by
+be read from PostgreSQL, feed.WORK, whatever its page size; trendingPosts: an aggregation
+over its window, analytics.TRENDING_WORK), and both are multiplied by
 the size of every list around them. A list's size is the `first` of the field that
 returned it or of the connection it belongs to (a connection's `edges` are as long as its
 `first`), and max_page_size where nothing says. The actual cost is the same count over the
@@ -45,15 +46,19 @@ from graphql.execution.values import VariableValues, get_argument_values
 
 from gateway.errors import BadUserInput, LimitExceeded
 from gateway.loaders import MAX_COMMENTS_PER_POST
-from gateway.resolvers import feed
+from gateway.resolvers import analytics, feed
 from gateway.settings import GatewaySettings
 
 PAGE_SIZE_MAXIMUMS: Mapping[str, int] = {"Post.comments": MAX_COMMENTS_PER_POST}
 """Fields whose `first` has a lower maximum than max_page_size."""
-FIELD_WEIGHTS: Mapping[str, int] = {"Query.homeFeed": feed.WORK}
+FIELD_WEIGHTS: Mapping[str, int] = {
+    "Query.homeFeed": feed.WORK,
+    "Query.trendingPosts": analytics.TRENDING_WORK,
+}
 """Backend work a field causes beyond the objects it returns, added to the cost each time
 it can run. Fields that go through a DataLoader need none: their RPCs are batched per
-request and their rows are the objects counted."""
+request and their rows are the objects counted (Post.viewCount's BatchGetPostMetrics
+too: one per request, not one per post)."""
 
 _INTROSPECTION = ("__schema", "__type")
 """Skipped by depth and cost: the introspection switch and graphql-core's

@@ -4,7 +4,8 @@ Loads issued while one level of the query resolves are queued, then go out toget
 one batch RPC (split at the RPC's 100-id maximum). Each key is kept for the rest of the
 request, so a user who is a post author and a commenter, or a post reached through two
 aliases, is fetched once. A key the service lists as missing fails only its own field;
-a failed RPC fails the keys of that batch and is not kept, so a later load retries.
+a failed RPC fails the keys of that batch and is not kept, so a later load retries (but
+for the view counts a feed page fetches ahead: `Loaders.page`).
 
 The loaders are built by `_loader`; `./dev bench feed` builds the gateway with a subclass
 that makes every load its own RPC (tests/bench/per_field.py), the per-field resolvers the
@@ -23,12 +24,13 @@ from aiodataloader import DataLoader
 
 from gateway.clients import Backend
 from gateway.errors import BackendError, BadUserInput, NotFound
+from nova.analytics.v1 import analytics_pb2
 from nova.content.v1 import content_pb2
 from nova.user.v1 import user_pb2
 
 MAX_BATCH = 100
-"""BatchGetUsers, BatchGetPosts, BatchGetPostStats and BatchListComments take at most 100
-ids per call (their protos say so)."""
+"""BatchGetUsers, BatchGetPosts, BatchGetPostStats, BatchListComments and
+BatchGetPostMetrics take at most 100 ids per call (their protos say so)."""
 MAX_COMMENTS_PER_POST = 20
 """BatchListComments returns at most 20 comments per post."""
 
@@ -93,6 +95,10 @@ class Loaders:
     def comments(self) -> DataLoader[CommentsKey, list[content_pb2.Comment]]:
         return self._loader(self._load_comments)
 
+    @cached_property
+    def metrics(self) -> DataLoader[str, analytics_pb2.PostMetrics]:
+        return self._loader(self._load_metrics)
+
     def prime_users(self, users: Iterable[user_pb2.User]) -> None:
         """Keeps users another RPC already returned (ListFollowing, GetUser by handle)."""
         for user in users:
@@ -106,6 +112,7 @@ class Loaders:
         comments: Sequence[int],
         authors: bool,
         commenters: bool,
+        views: bool,
     ) -> list[content_pb2.Post | Exception]:
         """The posts of a page in order (NotFound for one deleted since it was listed),
         with what its fields will ask for already in the loaders: one BatchGetPosts
@@ -114,9 +121,20 @@ class Loaders:
         cut), then one BatchGetUsers answers the authors if `authors` and the commenters
         if `commenters`. Two RPCs after the page's ids, where a loader per edge would
         make three waves of four; the fields then complete as plain values
-        (`settled`)."""
+        (`settled`).
+
+        `views` adds one BatchGetPostMetrics, sent beside BatchGetPosts (it needs only
+        the ids) and awaited last, so a slow analytics service holds up no other RPC of
+        the page. Analytics is not needed to show a page: if that call fails, its error
+        is kept for the page's posts, so each viewCount fails with it at once rather than
+        asking the failing service again within the request."""
         ids = list(dict.fromkeys(post_ids))
         longest = max(comments, default=0)
+        viewed = (
+            asyncio.gather(*(self.metrics.load(i) for i in ids), return_exceptions=True)
+            if views
+            else None
+        )
         backend = self._backend
         responses = await asyncio.gather(
             *(
@@ -146,6 +164,12 @@ class Loaders:
                     users += [comment.author_id for comment in page.comments]
         if users:
             await asyncio.gather(*(self.users.load(user) for user in users), return_exceptions=True)
+        if viewed is not None:
+            for post_id, metrics in zip(ids, await viewed, strict=True):
+                if isinstance(metrics, BackendError):
+                    # As in _loader: aiodataloader types a primed value as a value only,
+                    # and keeps an Exception as the key's failure.
+                    self.metrics.prime(post_id, cast(analytics_pb2.PostMetrics, metrics))
         return [found[i] if i in found else NotFound(f"no post has id {i}") for i in post_ids]
 
     def prime_posts(self, posts: Iterable[content_pb2.Post]) -> None:
@@ -240,6 +264,14 @@ class Loaders:
         return [
             found[key] if key in found else NotFound(f"no post has id {key[0]}") for key in keys
         ]
+
+    async def _load_metrics(self, ids: list[str]) -> list[analytics_pb2.PostMetrics | Exception]:
+        backend = self._backend
+        response = await backend.call(
+            backend.analytics.BatchGetPostMetrics,
+            analytics_pb2.BatchGetPostMetricsRequest(post_ids=ids),
+        )
+        return _in_order(ids, {each.post_id: each for each in response.metrics}, "post")
 
 
 def _in_order(ids: list[str], found: dict[str, V], noun: str) -> list[V | Exception]:

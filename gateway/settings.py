@@ -41,7 +41,7 @@ class GatewaySettings:
     """Nesting of the variables JSON: a variable's value is at depth 1, what an object or
     list holds one deeper (`{"input": {"interests": ["jazz"]}}` reaches 3, the most the
     schema's input types need)."""
-    max_variable_values: int = 1000
+    max_variable_values: int = 1100
     """JSON values in the variables, every object, list and scalar counted."""
     max_depth: int = 10
     """Nesting of fields (introspection fields excluded: validation bounds those)."""

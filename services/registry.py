@@ -4,6 +4,7 @@ Adding a service is its folder (services/<name>/service.py declares its SPEC) pl
 line here.
 """
 
+from services.analytics.service import SPEC as ANALYTICS
 from services.audit.service import SPEC as AUDIT
 from services.content.service import SPEC as CONTENT
 from services.feed.service import SPEC as FEED
@@ -15,6 +16,7 @@ REGISTRY = Registry.of(
         USER,
         CONTENT,
         FEED,
+        ANALYTICS,
     ],
     consumers=[AUDIT],
 )

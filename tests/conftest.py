@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,8 @@ from nova.user.v1 import user_pb2, user_pb2_grpc
 from services.cli.gateway import gateway_targets
 from services.feed.fanout import GROUP as FEED_GROUP
 from services.registry import REGISTRY
+from services.runtime.auth import Caller, TokenCodec
+from services.runtime.clickhouse_migrations import migrate_clickhouse
 from services.runtime.config import Config
 from services.runtime.db import Database
 from services.runtime.events.workers import consumer_worker, relay_worker, running_events
@@ -42,6 +45,26 @@ hypothesis.settings.load_profile("nova")
 
 if TYPE_CHECKING:
     from nova.user.v1.user_pb2_grpc import UserServiceAsyncStub
+
+
+CHDB_PATH = Path(tempfile.mkdtemp(prefix="nova-tests-chdb-"))
+"""The test process's one chdb path (chdb opens one path a process): every configuration
+a test builds for in-process servers points here (chdb_env), each with a ClickHouse
+database of its own."""
+
+
+def chdb_env() -> dict[str, str]:
+    """NOVA_CHDB_PATH and a fresh NOVA_CLICKHOUSE_DATABASE, for a test's own Config."""
+    return {
+        "NOVA_CHDB_PATH": str(CHDB_PATH),
+        "NOVA_CLICKHOUSE_DATABASE": f"test_{uuid.uuid4().hex[:10]}",
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _chdb_folder() -> Iterator[None]:
+    yield
+    shutil.rmtree(CHDB_PATH, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -123,6 +146,7 @@ def config(database_url: str, tmp_data_dir: Path) -> Config:
                 for part in ("PER_MINUTE", "BURST")
             },
             "NOVA_SHUTDOWN_GRACE_SECONDS": "0",
+            **chdb_env(),
         },
         default_ports=REGISTRY.default_ports,
     )
@@ -130,9 +154,18 @@ def config(database_url: str, tmp_data_dir: Path) -> Config:
 
 @pytest.fixture(scope="session")
 async def deps(config: Config, redis_url: str) -> AsyncIterator[Dependencies]:
-    """The services' dependencies, Redis included (the feed's timelines)."""
-    async with open_dependencies(config, with_redis=True, redis_address=redis_url) as deps:
+    """The services' dependencies, Redis (the feed's timelines) and ClickHouse (chdb in the
+    session's data folder: the one chdb engine this process may open) included."""
+    async with open_dependencies(
+        config, with_redis=True, redis_address=redis_url, with_clickhouse=True
+    ) as deps:
         await migrate_services(deps.db, REGISTRY.services.values())
+        # What serve() does before the analytics server starts, for tests that read
+        # ClickHouse without one.
+        assert deps.clickhouse is not None
+        for spec in REGISTRY.services.values():
+            if spec.clickhouse_migrations is not None:
+                await migrate_clickhouse(deps.clickhouse, spec.clickhouse_migrations)
         yield deps
 
 
@@ -219,6 +252,14 @@ class SignedIn:
 
 
 SignUp = Callable[..., Awaitable[SignedIn]]
+
+
+def in_tenant(tokens: TokenCodec, who: SignedIn, tenant_id: uuid.UUID) -> SignedIn:
+    """`who` signed in to another tenant: for tests that rank or count everything of a
+    tenant (trending, active users), which the session's other tests would crowd."""
+    caller = Caller(user_id=uuid.UUID(who.user.id), tenant_id=tenant_id, handle=who.user.handle)
+    token, _ = tokens.issue(caller)
+    return replace(who, token=token)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,8 @@
 viewer's timeline), then one BatchGetPosts for the posts with the stats and comments the
 query selects (lookahead.py), then one BatchGetUsers for their authors and commenters:
 by the time the page's fields resolve, every value they ask for is there. Three RPCs per
-page, whatever its size and however many people the viewer follows.
+page, whatever its size and however many people the viewer follows, and a fourth beside
+BatchGetPosts, BatchGetPostMetrics, when the query asks for viewCount.
 """
 
 from collections.abc import Sequence
@@ -64,7 +65,8 @@ async def _page(
     info: Info, items: Sequence[feed_pb2.FeedItem]
 ) -> list[content_pb2.Post | Exception]:
     """The page's posts, with what the query's Post fields will ask for (their stats,
-    `comments(first: …)` and the authors of both) fetched with them (Loaders.page)."""
+    `comments(first: …)`, the authors of both and their view counts) fetched with them
+    (Loaders.page)."""
     comments_field = info.schema.get_type("Post").fields["comments"]  # type: ignore[union-attr]
     comment_nodes = lookahead.selected(info, ("edges", "node", "comments"))
     return await info.context.loaders.page(
@@ -75,4 +77,5 @@ async def _page(
         ),
         authors=bool(lookahead.selected(info, ("edges", "node", "author"))),
         commenters=bool(lookahead.selected(info, ("edges", "node", "comments", "author"))),
+        views=bool(lookahead.selected(info, ("edges", "node", "viewCount"))),
     )

@@ -18,6 +18,7 @@ comment = ObjectType("Comment")
 _like_count = attrgetter("like_count")
 _comment_count = attrgetter("comment_count")
 _viewer_has_liked = attrgetter("viewer_has_liked")
+_views = attrgetter("views")
 
 
 @post.field("author")
@@ -41,6 +42,12 @@ def resolve_comment_count(obj: content_pb2.Post, info: Info) -> int | Awaitable[
 @post.field("viewerHasLiked")
 def resolve_viewer_has_liked(obj: content_pb2.Post, info: Info) -> bool | Awaitable[bool]:
     return settled(info.context.loaders.stats.load(obj.id), _viewer_has_liked)
+
+
+@post.field("viewCount")
+def resolve_view_count(obj: content_pb2.Post, info: Info) -> int | Awaitable[int]:
+    # From the analytics service: when it fails, this field fails alone (it is nullable).
+    return settled(info.context.loaders.metrics.load(obj.id), _views)
 
 
 @post.field("comments")

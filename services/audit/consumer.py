@@ -8,10 +8,8 @@ dead-lettered, and is replayed after the upgrade rather than silently skipped.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import asyncpg
-from google.protobuf import descriptor_pool, json_format, message_factory
 from opentelemetry import metrics
 
 from nova.events.v1 import events_pb2
@@ -19,6 +17,7 @@ from services.audit.repository import AuditEntry, count_event, insert_entry
 from services.runtime.db import Database
 from services.runtime.events.consumer import ANY_EVENT, Consumer, ConsumerSettings
 from services.runtime.events.model import Event, Transport
+from services.runtime.events.payloads import payload_fields
 
 GROUP = "audit"
 
@@ -37,28 +36,8 @@ async def record(
             aggregate_type=event.aggregate_type,
             aggregate_id=event.aggregate_id,
             occurred_at=event.occurred_at,
-            summary=summary(envelope),
+            summary=payload_fields(envelope),
         ),
-    )
-
-
-def summary(envelope: events_pb2.EventEnvelope) -> dict[str, Any]:
-    """The payload's fields as JSON, by proto field name: {"post_id": …, "author_id": …}
-    (fields at their default value are included, so every entry of a type has the same
-    keys)."""
-    type_name = envelope.payload.TypeName()
-    try:
-        descriptor = descriptor_pool.Default().FindMessageTypeByName(type_name)
-    except KeyError:
-        raise LookupError(
-            f"payload type {type_name!r} is unknown to this build; upgrade, then replay "
-            "the dead letter"
-        ) from None
-    payload = message_factory.GetMessageClass(descriptor)()
-    if not envelope.payload.Unpack(payload):
-        raise ValueError(f"the payload is not a {type_name}")
-    return json_format.MessageToDict(
-        payload, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
 
 

@@ -175,6 +175,7 @@ async def running(
                     dsn=dsn,
                     with_redis=with_redis,
                     redis_address=redis_at,
+                    with_clickhouse=any(spec.clickhouse_migrations for spec in specs),
                 )
             )
             consumers = list(registry.consumers.values()) if events else []
@@ -191,6 +192,15 @@ async def running(
                     "redis: NOVA_REDIS_URL"
                     if config.redis.url
                     else f"redis: embedded Redis in {config.data_dir / 'redis'}, {redis_at}"
+                )
+            if deps.clickhouse is not None:
+                # Not NOVA_CLICKHOUSE_URL's value: it may hold a password.
+                analytics = config.analytics
+                chdb = analytics.chdb_path or config.data_dir / "clickhouse"
+                lines.append(
+                    f"clickhouse: NOVA_CLICKHOUSE_URL, database {analytics.database}"
+                    if analytics.clickhouse_url
+                    else f"clickhouse: embedded chdb in {chdb}, database {analytics.database}"
                 )
             for server in servers:
                 address = f"{config.bind_host}:{server.port}"

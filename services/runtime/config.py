@@ -12,6 +12,7 @@ from pathlib import Path
 from redis.asyncio.connection import parse_url
 
 from interceptors.client.stack import ClientSettings
+from services.runtime.analytics_settings import AnalyticsSettings, analytics_settings
 from services.runtime.cache_settings import CacheSettings, cache_settings
 from services.runtime.config_sections import (
     auth_audience,
@@ -78,6 +79,8 @@ class Config:
     """The home feed's timelines: cap, fan-out window, big authors (NOVA_FEED_*)."""
     cache: CacheSettings
     """The read caches in Redis: on or off, TTLs, how long Redis may take (NOVA_CACHE_*)."""
+    analytics: AnalyticsSettings
+    """ClickHouse (NOVA_CLICKHOUSE_URL, else chdb), the insert batcher, merged reads."""
 
     @classmethod
     def from_env(
@@ -114,7 +117,7 @@ class Config:
             sign_in=sign_in_settings(read),
             db_pool_size=read.number("NOVA_DB_POOL_SIZE", 10, 1, 1000),
             db_acquire_timeout_ms=read.number("NOVA_DB_ACQUIRE_TIMEOUT_MS", 1000, 1, 60_000),
-            events_db_pool_size=read.number("NOVA_EVENTS_DB_POOL_SIZE", 12, 3, 100),
+            events_db_pool_size=read.number("NOVA_EVENTS_DB_POOL_SIZE", 16, 3, 100),
             shutdown_grace_seconds=read.number("NOVA_SHUTDOWN_GRACE_SECONDS", 5, 0, 300),
             drain_delay_seconds=read.number("NOVA_DRAIN_DELAY_SECONDS", 0, 0, 300),
             log_level=read.choice(
@@ -128,6 +131,7 @@ class Config:
             redis=_redis_settings(read),
             feed=feed_settings(read),
             cache=cache_settings(read),
+            analytics=analytics_settings(read),
         )
 
 

@@ -6,6 +6,8 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from datetime import timedelta
 
 from services.runtime.auth import MIN_KEY_LENGTH, TokenCodec, development_secret
+from services.runtime.clickhouse import open_clickhouse
+from services.runtime.clickhouse_migrations import migrate_clickhouse
 from services.runtime.config import Config, ConfigError
 from services.runtime.db import Database, open_database
 from services.runtime.embedded_postgres import embedded_postgres
@@ -79,12 +81,14 @@ async def open_dependencies(
     dsn: str | None = None,
     with_redis: bool = False,
     redis_address: str | None = None,
+    with_clickhouse: bool = False,
 ) -> AsyncIterator[Dependencies]:
     """The database (`dsn`, else embedded unless NOVA_DATABASE_URL), the token codec (see
     signing_key: `development` allows a key of the data folder's) and, `with_redis`, a Redis
     client (on `redis_address`, else redis_url's). Without `with_redis` no Redis is started
     or dialled: commands that need none (`nova migrate`, `nova events …`) must not start
-    one beside a running `nova up`."""
+    one beside a running `nova up`. `with_clickhouse`: ClickHouse too (NOVA_CLICKHOUSE_URL's
+    server, else chdb in the data folder, which one process at a time may open)."""
     secret = signing_key(config, development=development)
     async with AsyncExitStack() as stack:
         if dsn is None:
@@ -104,13 +108,23 @@ async def open_dependencies(
             if redis_address is None:
                 redis_address = await stack.enter_async_context(redis_url(config))
             redis = await stack.enter_async_context(open_redis(redis_address, config.redis))
+        clickhouse = None
+        if with_clickhouse:
+            analytics = config.analytics
+            clickhouse = await stack.enter_async_context(
+                open_clickhouse(
+                    analytics.clickhouse_url,
+                    analytics.chdb_path or config.data_dir / "clickhouse",
+                    analytics.database,
+                )
+            )
         tokens = TokenCodec(
             secret=secret,
             ttl=timedelta(seconds=config.token_ttl_seconds),
             previous_secrets=config.auth_previous_secrets,
             audience=config.auth_audience,
         )
-        yield Dependencies(config=config, db=db, tokens=tokens, redis=redis)
+        yield Dependencies(config=config, db=db, tokens=tokens, redis=redis, clickhouse=clickhouse)
 
 
 async def migrate_services(
@@ -144,10 +158,15 @@ async def migrate_services(
 async def serve(
     deps: Dependencies, specs: Iterable[ServiceSpec], *, ports: dict[str, int] | None = None
 ) -> AsyncIterator[list[RunningServer]]:
-    """Runs one server per service. On exit all of them drain together: health turns
+    """Runs one server per service (its ClickHouse schema migrated first, if it has one).
+    On exit all of them drain together: health turns
     NOT_SERVING at once while they still serve, for the drain delay, then they stop
     taking calls and those in flight get the grace period."""
     ports = ports if ports is not None else dict(deps.config.ports)
+    specs = list(specs)
+    for spec in specs:
+        if spec.clickhouse_migrations is not None and deps.clickhouse is not None:
+            await migrate_clickhouse(deps.clickhouse, spec.clickhouse_migrations)
     servers: list[RunningServer] = []
     try:
         for spec in specs:

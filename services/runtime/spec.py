@@ -21,6 +21,7 @@ from grpc import aio
 from redis.asyncio import Redis
 
 from services.runtime.auth import TokenCodec
+from services.runtime.clickhouse import ClickHouse
 from services.runtime.config import Config
 from services.runtime.db import Database
 from services.runtime.events.model import Transport, topic_for
@@ -37,6 +38,9 @@ class Dependencies:
     tokens: TokenCodec
     redis: Redis | None = None
     """A client of the process's Redis, when it asked for one (ServiceSpec.uses_redis)."""
+    clickhouse: ClickHouse | None = None
+    """The process's ClickHouse (chdb or a server), when a service asked for it
+    (ServiceSpec.clickhouse_migrations)."""
 
 
 class Runs(Protocol):
@@ -97,6 +101,9 @@ class ServiceSpec:
     """Consumer groups it owns, run beside the registry's own."""
     uses_redis: bool = False
     """`nova serve <name>` opens Redis (Dependencies.redis) for it; `nova up` always does."""
+    clickhouse_migrations: Path | None = None
+    """Its ClickHouse schema: the process serving it opens ClickHouse
+    (Dependencies.clickhouse) and applies these before it serves."""
 
     @property
     def full_name(self) -> str:

@@ -7,6 +7,7 @@ import click
 from services.cli.common import load_config
 from services.runtime.logs import configure_logging
 from tests.bench import (
+    analytics,
     breaker,
     cache,
     events,
@@ -45,6 +46,7 @@ for scenario in (
     fanout,
     events,
     cache,
+    analytics,
 ):
     main.add_command(scenario.command)
 

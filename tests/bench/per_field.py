@@ -23,7 +23,7 @@ V = TypeVar("V")
 
 class PerFieldLoaders(Loaders):
     """Loaders whose DataLoaders neither batch nor cache: a post's author, each of its
-    three stats fields and each comment's author are one RPC apiece."""
+    three stats fields, its view count and each comment's author are one RPC apiece."""
 
     async def page(
         self,
@@ -33,6 +33,7 @@ class PerFieldLoaders(Loaders):
         comments: Sequence[int],
         authors: bool,
         commenters: bool,
+        views: bool,
     ) -> list[content_pb2.Post | Exception]:
         """Each post its own BatchGetPosts, and nothing fetched ahead: without a cache,
         it would be fetched again by each field."""

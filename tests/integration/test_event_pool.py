@@ -21,7 +21,7 @@ from services.runtime.config import Config, ConfigError
 from services.runtime.db import Database
 from services.runtime.errors import ResourceExhausted
 from services.runtime.process import EVENTS_APPLICATION_NAME
-from tests.conftest import fresh_database
+from tests.conftest import chdb_env, fresh_database
 
 RPC_POOL = 2
 EVENT_POOL = 3 + 2 * len(REGISTRY.consumers)
@@ -35,6 +35,8 @@ async def started(server_url: str, tmp_path: Path) -> AsyncIterator[tuple[Runnin
         env |= {
             "NOVA_DATABASE_URL": url,
             "NOVA_DATA_DIR": str(tmp_path / "data"),
+            **chdb_env(),
+            **chdb_env(),
             "NOVA_BIND_HOST": "127.0.0.1",
             "NOVA_AUTH_SECRET": "pool-secret-" + "x" * 40,
             "NOVA_PASSWORD_HASH_PROFILE": "insecure-fast",
@@ -134,7 +136,7 @@ def test_the_event_pool_size_is_bounded(value: str, accepted: bool) -> None:
 
 def test_the_event_pool_defaults_to_twelve_beside_an_unchanged_rpc_pool() -> None:
     config = Config.from_env({}, default_ports=REGISTRY.default_ports)
-    assert (config.events_db_pool_size, config.db_pool_size) == (12, 10)
+    assert (config.events_db_pool_size, config.db_pool_size) == (16, 10)
     assert config.events_db_pool_size >= EVENT_POOL, "the default must fit every group"
 
 
@@ -144,6 +146,7 @@ async def test_an_event_pool_too_small_for_the_groups_is_refused_at_start(
     env = {f"NOVA_{name.upper()}_PORT": "0" for name in REGISTRY.services}
     env |= {
         "NOVA_DATA_DIR": str(tmp_path / "data"),
+        **chdb_env(),
         "NOVA_AUTH_SECRET": "pool-secret-" + "x" * 40,
         "NOVA_EVENTS_DB_POOL_SIZE": str(EVENT_POOL - 1),
     }

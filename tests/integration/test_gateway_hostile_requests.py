@@ -101,9 +101,9 @@ async def test_a_document_of_many_operations_is_refused(clients: Clients) -> Non
     ("variables", "limit"),
     [
         ({"h": [[[[[[[[[["x"]]]]]]]]]]}, "maxVariablesDepth"),
-        ({"h": "x", "pad": list(range(1000))}, "maxVariableValues"),
+        ({"h": "x", "pad": list(range(1100))}, "maxVariableValues"),
     ],
-    ids=["11 levels", "1,001 values"],
+    ids=["11 levels", "1,101 values"],
 )
 async def test_deep_or_huge_variables_are_refused_before_any_rpc(
     clients: Clients, variables: dict[str, Any], limit: str

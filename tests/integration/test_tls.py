@@ -37,6 +37,7 @@ from services.runtime.config import Config
 from services.runtime.server import start_server
 from services.runtime.spec import Dependencies
 from services.runtime.tls import ServerTls
+from tests.conftest import chdb_env
 from tests.tls_certs import Certificates
 
 BIN = Path(sys.executable).parent
@@ -74,6 +75,7 @@ async def mutual(
     env = {
         "NOVA_DATABASE_URL": database_url,
         "NOVA_DATA_DIR": str(tmp_path_factory.mktemp("tls-data")),
+        **chdb_env(),
         "NOVA_BIND_HOST": "127.0.0.1",
         "NOVA_AUTH_SECRET": "tls-secret-" + "x" * 40,
         "NOVA_PASSWORD_HASH_PROFILE": "insecure-fast",

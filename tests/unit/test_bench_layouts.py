@@ -22,10 +22,11 @@ BANNER = [
     "nova: user            nova.user.v1.UserService                 127.0.0.1:41001",
     "nova: content         nova.content.v1.ContentService           127.0.0.1:41002",
     "nova: feed            nova.feed.v1.FeedService                 127.0.0.1:41003",
+    "nova: analytics       nova.analytics.v1.AnalyticsService       127.0.0.1:41005",
     "nova: gateway         GraphQL (GraphiQL in a browser)          http://127.0.0.1:41004/graphql",
     # Only the first is a live process (this test's); the others are past any pid_max.
     f"nova: processes: user (pid {os.getpid()}), content (pid 9000002), feed (pid 9000003), "
-    "relay (pid 9000004), events (pid 9000005), gateway.1 (pid 9000006), "
+    "analytics (pid 9000008), relay (pid 9000004), events (pid 9000005), gateway.1 (pid 9000006), "
     "gateway.2 (pid 9000007)",
     "nova: ready (Ctrl-C to stop)",
 ]
@@ -51,8 +52,16 @@ def test_a_processes_banner_gives_the_endpoints_and_each_part() -> None:
         "user": "127.0.0.1:41001",
         "content": "127.0.0.1:41002",
         "feed": "127.0.0.1:41003",
+        "analytics": "127.0.0.1:41005",
     }
-    assert set(started.parts) == {"gateway", "user", "content", "feed", "event workers"}
+    assert set(started.parts) == {
+        "gateway",
+        "user",
+        "content",
+        "feed",
+        "analytics",
+        "event workers",
+    }
     assert started.pids["gateway.2"] == 9000007
     # Found by pid: this test's own process stands in for the user service.
     assert [found.pid for found in started.parts["user"]()] == [os.getpid()]

@@ -10,8 +10,9 @@ from graphql import OperationDefinitionNode, get_operation_ast
 from graphql.execution.values import get_variable_values
 
 from gateway.documents import prepare, validation_rules
-from gateway.errors import LimitExceeded
+from gateway.errors import BadUserInput, LimitExceeded
 from gateway.limits import FIELD_WEIGHTS, actual_cost, check_cost
+from gateway.resolvers.analytics import TRENDING_WORK
 from gateway.resolvers.feed import PULL_AUTHORS, WORK
 from gateway.schema import Schema, build_schema
 from gateway.settings import GatewaySettings
@@ -58,7 +59,7 @@ def cost_of(
 
 def test_a_home_feed_weighs_its_worst_case_pull_and_its_rpcs() -> None:
     assert WORK == PULL_AUTHORS + 2 == 1002
-    assert FIELD_WEIGHTS == {"Query.homeFeed": WORK}
+    assert FIELD_WEIGHTS == {"Query.homeFeed": WORK, "Query.trendingPosts": TRENDING_WORK}
 
 
 def test_thirty_aliased_one_post_home_feeds_are_refused_for_their_backend_work(
@@ -130,3 +131,50 @@ def test_the_actual_cost_charges_a_home_feed_that_resolved_and_nothing_for_no_da
     )
     # An anonymous homeFeed fails before any RPC, and its error nulls the data.
     assert actual_cost(schema.graphql, document, operation, None) == 0
+
+
+def test_trending_posts_are_a_list_of_first_posts_plus_their_aggregation(
+    schema: Schema,
+) -> None:
+    assert cost_of(schema, "{ trendingPosts(first: 7) { id author { id } } }") == (
+        TRENDING_WORK + 7 * (1 + 1)
+    )
+    # `first` defaults to 20; viewCount is a batched field of each post, no weight.
+    assert cost_of(schema, "{ trendingPosts { id viewCount } }") == TRENDING_WORK + 20
+
+
+def test_a_few_trending_windows_fit_and_more_are_refused_for_their_backend_work(
+    schema: Schema,
+) -> None:
+    def windows(count: int) -> str:
+        return (
+            "{ "
+            + " ".join(
+                f"w{i}: trendingPosts(windowSeconds: {i + 1}) {{ id }}" for i in range(count)
+            )
+            + " }"
+        )
+
+    assert cost_of(schema, windows(3)) == 3 * (TRENDING_WORK + 20) <= SETTINGS.max_cost
+    with pytest.raises(LimitExceeded) as raised:
+        cost_of(schema, windows(4))
+    assert raised.value.extensions["value"] == 4 * (TRENDING_WORK + 20)
+    assert f"Query.trendingPosts {TRENDING_WORK} each time" in str(raised.value)
+
+
+def test_trending_posts_first_is_bounded_like_every_page(schema: Schema) -> None:
+    with pytest.raises(LimitExceeded) as raised:
+        cost_of(schema, "{ trendingPosts(first: 101) { id } }")
+    assert raised.value.extensions == {
+        "code": "QUERY_LIMIT_EXCEEDED",
+        "limit": "maxPageSize",
+        "value": 101,
+        "maximum": 100,
+    }
+    with pytest.raises(BadUserInput):
+        cost_of(schema, "{ trendingPosts(first: 0) { id } }")
+
+
+def test_view_counts_on_a_feed_page_add_no_cost(schema: Schema) -> None:
+    with_views = "query($n: Int!) { homeFeed(first: $n) { edges { node { id viewCount } } } }"
+    assert cost_of(schema, with_views, {"n": 20}) == cost_of(schema, ONE_FEED, {"n": 20})

@@ -46,7 +46,10 @@ class FakeUsers:
 def loaders_over(
     users: FakeUsers, *, kind: type[Loaders] = Loaders, authorization: str | None = None
 ) -> Loaders:
-    clients = Clients(stubs={"user": users, "content": None, "feed": None}, counter=RpcCounter())
+    clients = Clients(
+        stubs={"user": users, "content": None, "feed": None, "analytics": None},
+        counter=RpcCounter(),
+    )
     backend = Backend(clients, authorization=authorization, deadline=time.monotonic() + 5)
     return kind(backend)
 
@@ -125,7 +128,10 @@ async def test_every_call_gets_the_time_left_and_the_callers_header() -> None:
 
 async def test_no_call_is_made_once_the_deadline_has_passed() -> None:
     users = FakeUsers()
-    clients = Clients(stubs={"user": users, "content": None, "feed": None}, counter=RpcCounter())
+    clients = Clients(
+        stubs={"user": users, "content": None, "feed": None, "analytics": None},
+        counter=RpcCounter(),
+    )
     backend = Backend(clients, authorization=None, deadline=time.monotonic() - 1)
     with pytest.raises(BackendError) as late:
         await Loaders(backend).users.load("u1")

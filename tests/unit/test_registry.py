@@ -16,11 +16,22 @@ from services.user.service import SPEC as USER
 
 
 def test_the_build_registers_its_services_and_derives_ports_topics_and_outboxes() -> None:
-    assert list(REGISTRY.services) == ["user", "content", "feed"]
-    assert REGISTRY.default_ports == {"user": 50051, "content": 50052, "feed": 50053}
+    assert list(REGISTRY.services) == ["user", "content", "feed", "analytics"]
+    assert REGISTRY.default_ports == {
+        "user": 50051,
+        "content": 50052,
+        "feed": 50053,
+        "analytics": 50054,
+    }
     assert REGISTRY.topics == ("nova.user.v1", "nova.post.v1")
     assert REGISTRY.outbox_schemas == ["user_service", "content_service"]
-    assert list(REGISTRY.consumers) == ["audit", "user-cache", "content-cache", "feed"]
+    assert list(REGISTRY.consumers) == [
+        "audit",
+        "user-cache",
+        "content-cache",
+        "feed",
+        "analytics",
+    ]
 
 
 @pytest.mark.parametrize(
