@@ -236,7 +236,8 @@ class AnalyticsBench:
     ingest_rate: float
     """RecordImpressions calls of 1,000 a second in the ingest run."""
     duration: float
-    reads_rate: float
+    reads_rates: tuple[float, ...]
+    """Each is offered to both servers: one they both keep up with, one past unmerged."""
     impressions_rate: float
 
 
@@ -372,16 +373,18 @@ async def bench_analytics(options: AnalyticsBench) -> None:
                     f"bench: RecordImpressions, {options.impressions_rate:g} calls of 20 a second"
                 )
                 impressions = await _impressions_p99(server, options, posts)
-                out.print(f"bench: reads merged, {options.reads_rate:g} calls a second")
-                merged = await _reads(
-                    server, "merged (2 ms window)", options.reads_rate, options.duration, posts
-                )
+                merged = []
+                for rate in options.reads_rates:
+                    out.print(f"bench: reads merged, {rate:g} calls a second")
+                    merged.append(
+                        await _reads(server, "merged (2 ms)", rate, options.duration, posts)
+                    )
             unmerged_job = Job(dsn, chdb, replace(base, merge_window_seconds=0))
             async with server_process(serve_analytics, unmerged_job) as server:
-                out.print(f"bench: reads unmerged, {options.reads_rate:g} calls a second")
-                unmerged = await _reads(
-                    server, "unmerged", options.reads_rate, options.duration, posts
-                )
+                unmerged = []
+                for rate in options.reads_rates:
+                    out.print(f"bench: reads unmerged, {rate:g} calls a second")
+                    unmerged.append(await _reads(server, "unmerged", rate, options.duration, posts))
             out.print("bench: ingest row by row")
             baseline_job = RowByRow(Path(folder) / "rows", "rows", batched.rows, options.duration)
             async with _process_of(insert_row_by_row, baseline_job) as (rows, seconds, parts):
@@ -389,7 +392,8 @@ async def bench_analytics(options: AnalyticsBench) -> None:
                     "row by row (one INSERT a row)", rows, seconds, rows, parts, None
                 )
     out.print(_ingest_table(batched, row_by_row))
-    out.print(_reads_table(merged, unmerged))
+    for pair in zip(merged, unmerged, strict=True):
+        out.print(_reads_table(*pair))
     out.print(_impressions_table(impressions))
 
 
@@ -431,7 +435,8 @@ def _ingest_table(batched: IngestRow, row_by_row: IngestRow) -> Table:
 
 
 def _reads_table(merged: ReadRow, unmerged: ReadRow) -> Table:
-    table = Table(title="BatchGetPostMetrics, 20 ids a call, open loop")
+    rate = f"{merged.load.offered_rate:g}"
+    table = Table(title=f"BatchGetPostMetrics, 20 ids a call, open loop at {rate}/s")
     for column in (
         "variant",
         *LOAD_COLUMNS,
@@ -451,8 +456,12 @@ def _reads_table(merged: ReadRow, unmerged: ReadRow) -> Table:
             f"{calls / max(1, row.queries):.1f}",
             f"{row.cpu_seconds * 1000 / calls:.2f}",
         )
-    if unmerged.queries:
-        table.caption = f"merged / unmerged: {merged.queries / unmerged.queries:.2f}x the queries"
+    per_call = [row.cpu_seconds / max(1, row.load.succeeded) for row in (merged, unmerged)]
+    if unmerged.queries and per_call[1]:
+        table.caption = (
+            f"merged / unmerged: {merged.queries / unmerged.queries:.2f}x the queries, "
+            f"{per_call[0] / per_call[1]:.2f}x the server CPU a call"
+        )
     return table
 
 
@@ -472,7 +481,12 @@ def _impressions_table(result: LoadResult) -> Table:
     help="RecordImpressions calls of 1,000 a second",
 )
 @click.option(
-    "--reads-rate", default=1000.0, show_default=True, help="BatchGetPostMetrics calls a second"
+    "--reads-rate",
+    "reads_rates",
+    default=(250.0, 1000.0),
+    multiple=True,
+    show_default=True,
+    help="BatchGetPostMetrics calls a second (repeat for several)",
 )
 @click.option(
     "--impressions-rate",
@@ -482,8 +496,8 @@ def _impressions_table(result: LoadResult) -> Table:
 )
 @click.option("--duration", default=10.0, show_default=True, help="seconds each run is measured")
 def command(
-    ingest_rate: float, reads_rate: float, impressions_rate: float, duration: float
+    ingest_rate: float, reads_rates: tuple[float, ...], impressions_rate: float, duration: float
 ) -> None:
     """The insert batcher against row-by-row inserts, merged reads against unmerged, and
     RecordImpressions at a fixed rate."""
-    run(bench_analytics(AnalyticsBench(ingest_rate, duration, reads_rate, impressions_rate)))
+    run(bench_analytics(AnalyticsBench(ingest_rate, duration, reads_rates, impressions_rate)))
