@@ -146,6 +146,8 @@ def config(database_url: str, tmp_data_dir: Path) -> Config:
                 for part in ("PER_MINUTE", "BURST")
             },
             "NOVA_SHUTDOWN_GRACE_SECONDS": "0",
+            "NOVA_ANALYTICS_IMPRESSION_CALLS_PER_MINUTE": "1000000",
+            "NOVA_ANALYTICS_IMPRESSION_CALLS_BURST": "1000000",
             **chdb_env(),
         },
         default_ports=REGISTRY.default_ports,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,12 +17,15 @@ from services.runtime.auth import current_tenant, require_caller
 from services.runtime.clickhouse import ClickHouse
 from services.runtime.db import Database
 from services.runtime.errors import InvalidArgument, Refused
+from services.runtime.rate_limit import RateLimiter
 from services.runtime.validation import check_limit, parse_id, parse_ids
 
 Context = aio.ServicerContext[Any, Any]
 
 MAX_IMPRESSIONS = 1000
 """RecordImpressions takes at most this many per call (the proto documents it)."""
+MAX_LIMITED_CALLERS = 100_000
+"""Users whose RecordImpressions rate is kept at once (least recent forgotten first)."""
 MAX_BATCH_GET_POST_METRICS = 100
 MAX_DWELL_MS = 3_600_000
 """An hour on one post: longer is a client's bug, not a view."""
@@ -42,11 +46,21 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         self._clickhouse = clickhouse
         self._batcher = batcher
         self._reads = reads
+        self._callers = RateLimiter(batcher.settings.impression_calls, max_keys=MAX_LIMITED_CALLERS)
 
     async def RecordImpressions(
         self, request: analytics_pb2.RecordImpressionsRequest, context: Context
     ) -> analytics_pb2.RecordImpressionsResponse:
         caller = require_caller()
+        wait = self._callers.try_acquire(str(caller.user_id))
+        if wait > 0:
+            raise Refused(
+                f"this user sent RecordImpressions more often than "
+                f"{self._callers.rate}; send what was seen in fewer, larger calls "
+                f"(up to {MAX_IMPRESSIONS} each), next in {math.ceil(wait)} s",
+                retry_after_seconds=wait,
+                scope="caller",
+            )
         count = len(request.impressions)
         if not 1 <= count <= MAX_IMPRESSIONS:
             raise InvalidArgument(f"impressions has {count}; send 1 to {MAX_IMPRESSIONS} a call")

@@ -1,11 +1,12 @@
 """Analytics' settings (NOVA_CLICKHOUSE_*, NOVA_ANALYTICS_*), read with the rest of the
 configuration so a bad value stops the start, not the first insert."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.runtime.clickhouse import check_url
 from services.runtime.env import EnvReader
+from services.runtime.rate_limit import Rate
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,9 @@ class AnalyticsSettings:
     """…or once the oldest has waited this long (ClickHouse: about one insert a second)."""
     max_backlog_rows: int = 1_000_000
     """Rows that may wait to be written before RecordImpressions refuses more."""
+    impression_calls: Rate = field(default_factory=lambda: Rate(per_minute=60, burst=10))
+    """RecordImpressions calls one user may make (of up to 1,000 each): no one caller fills
+    the backlog every caller shares. A client batches what it saw every few seconds."""
     stale_after_seconds: float = 30.0
     """A claimed batch this old is taken to be a dead flusher's and inserted again."""
     merge_window_seconds: float = 0.002
@@ -41,6 +45,12 @@ def analytics_settings(read: EnvReader) -> AnalyticsSettings:
         flush_bytes=read.number("NOVA_ANALYTICS_FLUSH_BYTES", 16 << 20, 1024, 1 << 30),
         flush_interval_seconds=read.seconds_from_ms(
             "NOVA_ANALYTICS_FLUSH_INTERVAL_MS", 1000, 10, 60_000
+        ),
+        impression_calls=Rate(
+            per_minute=read.number(
+                "NOVA_ANALYTICS_IMPRESSION_CALLS_PER_MINUTE", 60, 1, 100_000_000
+            ),
+            burst=read.number("NOVA_ANALYTICS_IMPRESSION_CALLS_BURST", 10, 1, 100_000_000),
         ),
         max_backlog_rows=read.number(
             "NOVA_ANALYTICS_MAX_BACKLOG_ROWS", 1_000_000, 1000, 1_000_000_000

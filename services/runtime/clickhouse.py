@@ -129,6 +129,10 @@ class _Server:
         await self.client.close()
 
 
+class ClickHouseUnavailable(RuntimeError):
+    """The ClickHouse server named by NOVA_CLICKHOUSE_URL did not answer at start."""
+
+
 def check_url(url: str) -> str:
     """NOVA_CLICKHOUSE_URL as clickhouse-connect reads it: http(s)://user:password@host:8123
     (or clickhouse://…); the database is NOVA_CLICKHOUSE_DATABASE's, not the URL's path."""
@@ -154,8 +158,17 @@ async def open_clickhouse(
     engine: ClickHouse
     if url is not None:
         import clickhouse_connect
+        from clickhouse_connect.driver.exceptions import Error
 
-        client = await clickhouse_connect.get_async_client(dsn=url)
+        try:
+            client = await clickhouse_connect.get_async_client(dsn=url)
+        except Error as error:
+            # The host, never the URL: it may hold a password.
+            parts = urlsplit(url)
+            raise ClickHouseUnavailable(
+                f"cannot reach the ClickHouse server of NOVA_CLICKHOUSE_URL "
+                f"({parts.hostname}:{parts.port or 'default port'}): {error}"
+            ) from None
         engine = _Server(client, database)
     else:
         engine = await asyncio.to_thread(_open_chdb, chdb_path, database)

@@ -49,6 +49,7 @@ from services.runtime.clickhouse_migrations import migrate_clickhouse
 from services.runtime.db import open_database
 from services.runtime.migrations import migrate
 from services.runtime.process import database_url
+from services.runtime.rate_limit import Rate
 from services.runtime.server_layers import DEFAULT_LAYERS
 from services.runtime.validation import validated
 from tests.bench.harness import (
@@ -364,7 +365,9 @@ async def bench_analytics(options: AnalyticsBench) -> None:
             async with open_clickhouse(None, chdb, database) as clickhouse:
                 assert SPEC.clickhouse_migrations is not None
                 await migrate_clickhouse(clickhouse, SPEC.clickhouse_migrations)
-            base = replace(config.analytics, database=database)
+            # One bench user sends every call: no per-user limit to measure.
+            unlimited = Rate(per_minute=100_000_000, burst=100_000_000)
+            base = replace(config.analytics, database=database, impression_calls=unlimited)
             job = Job(dsn, chdb, base)
             out.print(f"bench: ingest, {options.ingest_rate:g} calls of 1,000 impressions a second")
             async with server_process(serve_analytics, job) as server:

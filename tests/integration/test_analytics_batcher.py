@@ -27,6 +27,7 @@ from services.runtime.clickhouse import ClickHouse, open_clickhouse
 from services.runtime.clickhouse_migrations import migrate_clickhouse
 from services.runtime.db import Database, open_database
 from services.runtime.migrations import migrate
+from services.runtime.rate_limit import Rate
 from services.runtime.server import start_server
 from services.runtime.spec import Dependencies
 from tests.conftest import fresh_database
@@ -199,3 +200,37 @@ async def test_a_full_backlog_refuses_impressions_with_a_retry_hint_and_shutdown
         await running.stop(5)
     assert await _counts(ch) == (1000, 1000), "the server's shutdown wrote the backlog"
     assert await _waiting_rows(db) == 0
+
+
+async def test_one_user_sending_too_often_is_refused_and_others_are_not(
+    stores: tuple[Database, ClickHouse], deps: Dependencies
+) -> None:
+    db, ch = stores
+    analytics = replace(deps.config.analytics, impression_calls=Rate(per_minute=1, burst=2))
+    own = Dependencies(
+        config=replace(deps.config, analytics=analytics), db=db, tokens=deps.tokens, clickhouse=ch
+    )
+    running = await start_server(SPEC, own, host="127.0.0.1", port=0)
+    tenant = uuid.uuid4()
+    eager, other = (
+        (("authorization", f"Bearer {deps.tokens.issue(Caller(uuid.uuid4(), tenant, h))[0]}"),)
+        for h in ("eager", "other")
+    )
+    one = analytics_pb2.RecordImpressionsRequest(
+        impressions=[analytics_pb2.Impression(post_id=str(uuid.uuid4()))]
+    )
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
+            for _ in range(2):
+                await stub.RecordImpressions(one, metadata=eager)
+            with pytest.raises(aio.AioRpcError) as refused:
+                await stub.RecordImpressions(one, metadata=eager)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "more often than 1/min, bursts of 2" in (refused.value.details() or "")
+            trailers = dict(cast(aio.Metadata, refused.value.trailing_metadata()))
+            assert int(trailers[PUSHBACK_KEY]) > 1000
+            assert (await stub.RecordImpressions(one, metadata=other)).accepted == 1
+    finally:
+        await running.stop(5)
+    assert await _counts(ch) == (3, 3), "the refused call staged nothing"

@@ -185,6 +185,9 @@ async def test_sigkills_lose_no_accepted_impression_and_count_no_event_twice(
         "NOVA_BIND_HOST": "127.0.0.1",
         "NOVA_ANALYTICS_PORT": str(port),
         "NOVA_ANALYTICS_FLUSH_INTERVAL_MS": "200",
+        # One viewer sends a call every 10 ms: far above a person's rate.
+        "NOVA_ANALYTICS_IMPRESSION_CALLS_PER_MINUTE": "1000000",
+        "NOVA_ANALYTICS_IMPRESSION_CALLS_BURST": "1000000",
         # A batch a killed flusher left is picked up by the restarted one at its start.
         "NOVA_ANALYTICS_STALE_AFTER_MS": "2000",
         "NOVA_RELAY_BATCH_SIZE": "40",
