@@ -86,14 +86,31 @@ class Batcher:
         self._task = asyncio.create_task(self._main(), name="analytics-batcher")
 
     async def _main(self) -> None:
-        self._journal = await journal.journal_id(self.db)
-        for name in TARGETS:
-            # Whatever a previous run of this process (or a dead one) claimed, first.
-            self._unwritten[name] = await journal.left_behind(self.db, name, older_than_seconds=0)
-            await self._refresh_backlog(name)
+        backoff = 0.1
+        while not await self._started():
+            if self._stop.is_set():
+                return  # never reached PostgreSQL: what waits stays for the next start
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), backoff)
+            backoff = min(backoff * 2, 5.0)
         await asyncio.gather(
             *(self._run(target) for target in TARGETS.values()), self._watch_parts()
         )
+
+    async def _started(self) -> bool:
+        """Reads the journal's id and what a previous run (or a dead process) claimed;
+        False while PostgreSQL cannot be reached (the service serves meanwhile)."""
+        try:
+            self._journal = await journal.journal_id(self.db)
+            for name in TARGETS:
+                self._unwritten[name] = await journal.left_behind(
+                    self.db, name, older_than_seconds=0
+                )
+                await self._refresh_backlog(name)
+        except Exception as error:
+            _log.warning("analytics batcher cannot start yet; retrying", error=describe(error))
+            return False
+        return True
 
     def backlog_rows(self, target: str) -> int:
         """Rows waiting for `target`, as of the flusher's last look plus what this process

@@ -234,3 +234,32 @@ async def test_one_user_sending_too_often_is_refused_and_others_are_not(
     finally:
         await running.stop(5)
     assert await _counts(ch) == (3, 3), "the refused call staged nothing"
+
+
+async def test_a_batcher_started_before_its_journal_exists_waits_for_it(
+    server_url: str, deps: Dependencies
+) -> None:
+    """The service may start while the journal is not there yet (its migration running
+    elsewhere, the database failing over): the batcher retries instead of dying."""
+    chdb = deps.config.analytics.chdb_path
+    assert chdb is not None
+    name = f"batcher_{uuid.uuid4().hex[:8]}"
+    async with (
+        fresh_database(server_url, "nova_batcher_late") as url,
+        open_database(url, size=4, acquire_timeout_ms=5000) as db,
+        open_clickhouse(None, chdb, name) as ch,
+    ):
+        assert SPEC.clickhouse_migrations is not None
+        await migrate_clickhouse(ch, SPEC.clickhouse_migrations)
+        settings = replace(deps.config.analytics, flush_interval_seconds=0.2)
+        batcher = Batcher(db, ch, settings)
+        batcher.start()
+        try:
+            await asyncio.sleep(0.3)  # it tried, and found no journal
+            async with db.connection() as conn:
+                await migrate(conn, schema=SPEC.schema, directory=SPEC.migrations)
+            await _stage(db, 5, uuid.uuid4(), uuid.uuid4())
+            assert await _until(ch, (5, 5)) == (5, 5)
+        finally:
+            await batcher.close()
+            await ch.command(f"DROP DATABASE {name}")
