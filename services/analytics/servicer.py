@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -114,8 +115,8 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
 def _impression(
     impression: analytics_pb2.Impression,
     field: str,
-    tenant_id: Any,
-    user_id: Any,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID,
     now: datetime,
 ) -> ImpressionRow:
     post_id = parse_id(impression.post_id, f"{field}.post_id")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import random
 import tempfile
 import time
@@ -213,8 +214,6 @@ def insert_row_by_row(job: RowByRow, connection: Connection) -> None:
 
 @contextlib.asynccontextmanager
 async def _process_of(target: Callable[[Any, Connection], None], job: Any) -> AsyncIterator[Any]:
-    import multiprocessing
-
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
     process = context.Process(target=target, args=(job, theirs), daemon=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import cast
@@ -33,24 +34,37 @@ from services.runtime.spec import Dependencies
 from tests.conftest import fresh_database
 
 
-@pytest.fixture
-async def stores(server_url: str, deps: Dependencies) -> AsyncIterator[tuple[Database, ClickHouse]]:
-    """An empty journal and empty ClickHouse tables (a database of this test's own, in the
-    session's chdb path: a process opens one)."""
+@asynccontextmanager
+async def _empty_stores(
+    server_url: str, deps: Dependencies, *, journal: bool = True
+) -> AsyncIterator[tuple[Database, ClickHouse]]:
+    """A database of its own (with the journal migrated unless `journal` is False) and a
+    ClickHouse database of its own with analytics' tables, in the session's chdb path (a
+    process opens one), dropped afterwards."""
     chdb = deps.config.analytics.chdb_path
     assert chdb is not None
+    assert SPEC.clickhouse_migrations is not None
     name = f"batcher_{uuid.uuid4().hex[:8]}"
     async with (
         fresh_database(server_url, "nova_batcher") as url,
         open_database(url, size=6, acquire_timeout_ms=5000) as db,
         open_clickhouse(None, chdb, name) as ch,
     ):
-        async with db.connection() as conn:
-            await migrate(conn, schema=SPEC.schema, directory=SPEC.migrations)
-        assert SPEC.clickhouse_migrations is not None
+        if journal:
+            async with db.connection() as conn:
+                await migrate(conn, schema=SPEC.schema, directory=SPEC.migrations)
         await migrate_clickhouse(ch, SPEC.clickhouse_migrations)
-        yield db, ch
-        await ch.command(f"DROP DATABASE {name}")
+        try:
+            yield db, ch
+        finally:
+            await ch.command(f"DROP DATABASE {name}")
+
+
+@pytest.fixture
+async def stores(server_url: str, deps: Dependencies) -> AsyncIterator[tuple[Database, ClickHouse]]:
+    """An empty journal and empty ClickHouse tables."""
+    async with _empty_stores(server_url, deps) as opened:
+        yield opened
 
 
 async def _stage(db: Database, rows: int, post: uuid.UUID, tenant: uuid.UUID) -> None:
@@ -241,16 +255,7 @@ async def test_a_batcher_started_before_its_journal_exists_waits_for_it(
 ) -> None:
     """The service may start while the journal is not there yet (its migration running
     elsewhere, the database failing over): the batcher retries instead of dying."""
-    chdb = deps.config.analytics.chdb_path
-    assert chdb is not None
-    name = f"batcher_{uuid.uuid4().hex[:8]}"
-    async with (
-        fresh_database(server_url, "nova_batcher_late") as url,
-        open_database(url, size=4, acquire_timeout_ms=5000) as db,
-        open_clickhouse(None, chdb, name) as ch,
-    ):
-        assert SPEC.clickhouse_migrations is not None
-        await migrate_clickhouse(ch, SPEC.clickhouse_migrations)
+    async with _empty_stores(server_url, deps, journal=False) as (db, ch):
         settings = replace(deps.config.analytics, flush_interval_seconds=0.2)
         batcher = Batcher(db, ch, settings)
         batcher.start()
@@ -262,4 +267,3 @@ async def test_a_batcher_started_before_its_journal_exists_waits_for_it(
             assert await _until(ch, (5, 5)) == (5, 5)
         finally:
             await batcher.close()
-            await ch.command(f"DROP DATABASE {name}")
