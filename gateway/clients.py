@@ -65,6 +65,8 @@ class Target:
     methods retried and hedged) and the generated stub class to call it with."""
 
     address: str
+    """One replica or several: host:port, dns:///name:port, or a comma-separated list of
+    them (interceptors.client.targets); calls take turns over the healthy ones."""
     service: ServiceDescriptor
     stub: Callable[[aio.Channel], Any]
 

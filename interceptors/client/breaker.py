@@ -32,7 +32,7 @@ import grpc
 import pybreaker
 from grpc import aio
 
-from interceptors.client.call import Invoke, OutgoingCall
+from interceptors.client.call import Invoke, OutgoingCall, ReplicaLost
 from interceptors.client.refusal import is_scoped
 from interceptors.context import PUSHBACK_KEY
 
@@ -121,6 +121,8 @@ class Breaker(pybreaker.CircuitBreakerListener):
             return await self._probe(ticket, call, proceed)
         try:
             response = await proceed(call)
+        except ReplicaLost:
+            raise  # one replica went, not the target: no verdict on it
         except aio.AioRpcError as error:
             self.record(ticket, error)
             raise
@@ -169,6 +171,11 @@ class Breaker(pybreaker.CircuitBreakerListener):
         try:
             async with asyncio.timeout(limit):
                 response = await proceed(replace(call, timeout=timeout))
+        except ReplicaLost:
+            # One replica went, the target has others: no verdict, so free the probe slot.
+            if ticket.generation == self._generation:
+                self._probes_left += 1
+            raise
         except aio.AioRpcError as error:
             self.record(ticket, error)
             raise

@@ -1,11 +1,14 @@
 """The seam every client layer shares: `OutgoingCall`, the one call that layers adjust and
-pass down, and `Invoke`/`Layer`; the channel pool is the Invoke at the end of the stack."""
+pass down, and `Invoke`/`Layer`; the channel pool is the Invoke at the end of the stack,
+and `ReplicaLost` what it tells the layers about a failure that was one replica's."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
+
+from grpc import aio
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 
@@ -32,3 +35,19 @@ class Layer(Protocol):
     """One client concern: does its part and calls `proceed` (zero, one or more times)."""
 
     async def __call__(self, call: OutgoingCall, proceed: Invoke) -> Any: ...
+
+
+class ReplicaLost(aio.AioRpcError):
+    """An attempt failed UNAVAILABLE on one replica, which the pool took out, while others
+    remain: the target is still up, so the breaker does not count it (a retry goes to
+    another replica)."""
+
+    def __init__(self, error: aio.AioRpcError, address: str) -> None:
+        super().__init__(
+            error.code(),
+            error.initial_metadata(),
+            cast(aio.Metadata, error.trailing_metadata()),
+            error.details(),
+            error.debug_error_string(),
+        )
+        self.address = address

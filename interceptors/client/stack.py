@@ -106,6 +106,15 @@ def connect(
     )
 
 
+def balanced(
+    target: str, addresses: Sequence[str], settings: ClientSettings = ClientSettings()
+) -> Client:
+    """A client that only spreads calls over the replicas (its pool): no deadline sharing,
+    retries, hedges, breaker or logs. For a tool that handles every refusal itself, as
+    `nova seed` does; a breaker would count the refusals it waits out."""
+    return Client(target, ChannelPool(addresses, settings.pool, settings.tls), [], frozenset())
+
+
 class Client:
     def __init__(
         self, target: str, pool: ChannelPool, layers: Sequence[Layer], idempotent: frozenset[str]

@@ -25,7 +25,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from interceptors.client.refusal import refusal_of
-from interceptors.client.tls import ChannelTls, open_channel
+from interceptors.client.stack import ClientSettings, balanced
+from interceptors.client.tls import ChannelTls
 from nova.common.v1 import page_pb2
 from nova.content.v1 import content_pb2, content_pb2_grpc
 from nova.feed.v1 import feed_pb2, feed_pb2_grpc
@@ -134,20 +135,20 @@ async def seed(
     tls: ChannelTls | None = None,
 ) -> Seeded:
     """Creates users, follows, posts, comments and likes against addresses["user"] and
-    addresses["content"] (over `tls` when given), at most `concurrency` calls at a time,
-    then waits until each user's home feed (addresses["feed"], if given) shows their newest post:
-    the events reached the feed, so what the seed made can be read at once. The first
-    failed call stops it with a SeedError."""
-    credentials = tls.credentials() if tls else None
+    addresses["content"] (over `tls` when given; each may name several replicas), at most
+    `concurrency` calls at a time, then waits until each user's home feed (addresses["feed"],
+    if given) shows their newest post: the events reached the feed, so what the seed made
+    can be read at once. The first failed call stops it with a SeedError."""
+    settings = ClientSettings(tls=tls)
     async with (
-        open_channel(addresses["user"], credentials) as user_channel,
-        open_channel(addresses["content"], credentials) as content_channel,
-        open_channel(addresses.get("feed", addresses["user"]), credentials) as feed_channel,
+        balanced("user", [addresses["user"]], settings) as users,
+        balanced("content", [addresses["content"]], settings) as content,
+        balanced("feed", [addresses.get("feed", addresses["user"])], settings) as feed,
     ):
         seeder = _Seeder(
-            users=user_pb2_grpc.UserServiceStub(user_channel),
-            content=content_pb2_grpc.ContentServiceStub(content_channel),
-            feed=feed_pb2_grpc.FeedServiceStub(feed_channel) if "feed" in addresses else None,
+            users=users.stub(user_pb2_grpc.UserServiceStub),
+            content=content.stub(content_pb2_grpc.ContentServiceStub),
+            feed=feed.stub(feed_pb2_grpc.FeedServiceStub) if "feed" in addresses else None,
             rng=random.Random(rng_seed),
             concurrency=concurrency,
             progress=progress,

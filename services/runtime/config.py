@@ -12,6 +12,7 @@ from pathlib import Path
 from redis.asyncio.connection import parse_url
 
 from interceptors.client.stack import ClientSettings
+from interceptors.client.targets import parse_target
 from services.runtime.analytics_settings import AnalyticsSettings, analytics_settings
 from services.runtime.cache_settings import CacheSettings, cache_settings
 from services.runtime.config_sections import (
@@ -43,7 +44,9 @@ class Config:
     bind_host: str
     ports: Mapping[str, int]
     addresses: Mapping[str, str]
-    """Where clients (seed, bench, other services) reach each service."""
+    """Where clients (gateway, seed, bench, other services) reach each service: one
+    address or several, comma-separated, each host:port or dns:///name:port
+    (interceptors.client.targets); checked here, parsed by the client's pool."""
     auth_secret: str | None
     """None means: use (or create) a development key in data_dir."""
     token_ttl_seconds: int
@@ -98,7 +101,9 @@ class Config:
             for name, default in default_ports.items()
         }
         addresses = {
-            name: read.text(f"NOVA_{name.upper()}_ADDRESS", f"{_client_host(host)}:{ports[name]}")
+            name: _target(
+                read, f"NOVA_{name.upper()}_ADDRESS", f"{_client_host(host)}:{ports[name]}"
+            )
             for name in default_ports
         }
         return cls(
@@ -133,6 +138,15 @@ class Config:
             cache=cache_settings(read),
             analytics=analytics_settings(read),
         )
+
+
+def _target(read: EnvReader, name: str, default: str) -> str:
+    text = read.text(name, default)
+    try:
+        parse_target(text)
+    except ValueError as error:
+        raise ConfigError(f"{name} {error}") from None
+    return text
 
 
 def _redis_settings(read: EnvReader) -> RedisSettings:

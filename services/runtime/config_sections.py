@@ -10,6 +10,7 @@ from interceptors.client.breaker import BreakerSettings
 from interceptors.client.channel_pool import PoolSettings
 from interceptors.client.hedging import HedgingSettings
 from interceptors.client.propagation import PropagationSettings
+from interceptors.client.replicas import EjectionSettings
 from interceptors.client.retry import BudgetSettings, RetrySettings
 from interceptors.client.stack import ClientSettings
 from interceptors.client.tls import ChannelTls
@@ -25,6 +26,17 @@ from services.runtime.server_layers import ServerLayers
 from services.runtime.sign_in import SignInSettings, default_hash_concurrency
 
 
+def _ejection(read: EnvReader) -> EjectionSettings:
+    base = read.seconds_from_ms("NOVA_CLIENT_EJECTION_MS", 1000, 1, 600_000)
+    longest = read.seconds_from_ms("NOVA_CLIENT_EJECTION_MAX_MS", 10_000, 1, 3_600_000)
+    if longest < base:
+        raise ConfigError(
+            f"NOVA_CLIENT_EJECTION_MAX_MS ({longest * 1000:g}) must be at least "
+            f"NOVA_CLIENT_EJECTION_MS ({base * 1000:g})"
+        )
+    return EjectionSettings(base_seconds=base, max_seconds=longest)
+
+
 def client_settings(read: EnvReader, tls: ChannelTls | None = None) -> ClientSettings:
     """`tls`: the clients' part of services.runtime.tls.tls_settings."""
     return ClientSettings(
@@ -32,6 +44,9 @@ def client_settings(read: EnvReader, tls: ChannelTls | None = None) -> ClientSet
             channels=read.number("NOVA_CLIENT_CHANNELS", 4, 1, 64),
             max_age_seconds=read.number("NOVA_CLIENT_CHANNEL_MAX_AGE_SECONDS", 240, 1, 86400),
             drain_seconds=read.number("NOVA_CLIENT_DRAIN_SECONDS", 30, 0, 3600),
+            resolve_seconds=read.seconds_from_ms("NOVA_CLIENT_RESOLVE_MS", 5000, 100, 3_600_000),
+            ejection=_ejection(read),
+            watch_health=read.flag("NOVA_CLIENT_WATCH_HEALTH", True),
         ),
         propagation=PropagationSettings(
             default_timeout_seconds=read.seconds_from_ms(

@@ -65,6 +65,7 @@ from gateway.app import build_app
 from gateway.clients import Target, open_clients
 from gateway.persisted_queries import sha256
 from gateway.settings import GatewaySettings
+from interceptors.client.targets import parse_target
 from nova.common.v1 import page_pb2
 from nova.feed.v1 import feed_pb2, feed_pb2_grpc
 from services.cli.common import load_config
@@ -280,7 +281,8 @@ def target_components(url: str, config: Config) -> list[Component]:
     service_ports = [
         port
         for name in ("user", "content", "feed")
-        if (port := cpu.loopback_port(f"grpc://{config.addresses[name]}", 0))
+        for entry in parse_target(config.addresses[name])
+        if (port := cpu.loopback_port(f"grpc://{entry.removeprefix('dns:///')}", 0))
     ]
 
     def services() -> Sequence[psutil.Process]:

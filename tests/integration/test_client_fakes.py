@@ -3,7 +3,8 @@
 A replica answers GetUser and BatchGetUsers (reads) and UpdateProfile (a write) without a
 database, records what each call brought (metadata, deadline, the connection it came on),
 and does what a test scripts: fail the next calls with given codes, answer slowly, stop
-and start again on the same port. `Metrics` reads what a client exported.
+and start again on the same port, say NOT_SERVING from its health service (the standard
+one, as every Nova server has). `Metrics` reads what a client exported.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
@@ -88,7 +90,9 @@ class Replica:
     def __init__(self, servicer: FakeUsers) -> None:
         self.servicer = servicer
         self.port = 0
+        self.serving = True
         self._server: aio.Server | None = None
+        self._health: Any = None
 
     @property
     def address(self) -> str:
@@ -97,9 +101,19 @@ class Replica:
     async def start(self) -> None:
         server = aio.server()
         server.add_generic_rpc_handlers((self._handlers(),))
+        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         self.port = server.add_insecure_port(self.address)
         await server.start()
         self._server = server
+        await self.set_serving(self.serving)
+
+    async def set_serving(self, serving: bool) -> None:
+        """What its health service says from now on (also after a restart)."""
+        self.serving = serving
+        if self._health is not None:
+            status = health_pb2.HealthCheckResponse
+            await self._health.set("", status.SERVING if serving else status.NOT_SERVING)
 
     def _handlers(self) -> grpc.GenericRpcHandler[Any, Any]:
         fake = self.servicer
@@ -115,7 +129,7 @@ class Replica:
     async def stop(self) -> None:
         if self._server is not None:
             await self._server.stop(None)
-            self._server = None
+            self._server = self._health = None
 
 
 def _unary(

@@ -65,3 +65,22 @@ def test_only_registered_services_get_ports_and_addresses() -> None:
     assert config.ports["probe"] == 6100
     assert config.addresses["probe"] == "localhost:6100"
     assert "probe" not in Config.from_env({}, default_ports=PORTS).ports
+
+
+def test_replica_balancing_is_configured_and_checked() -> None:
+    pool = Config.from_env(
+        {
+            "NOVA_CLIENT_RESOLVE_MS": "2000",
+            "NOVA_CLIENT_EJECTION_MS": "500",
+            "NOVA_CLIENT_EJECTION_MAX_MS": "4000",
+            "NOVA_CLIENT_WATCH_HEALTH": "off",
+        },
+        default_ports=PORTS,
+    ).clients.pool
+    assert (pool.resolve_seconds, pool.watch_health) == (2, False)
+    assert (pool.ejection.base_seconds, pool.ejection.max_seconds) == (0.5, 4)
+    with pytest.raises(ConfigError, match=r"NOVA_CLIENT_EJECTION_MAX_MS .* at least"):
+        Config.from_env(
+            {"NOVA_CLIENT_EJECTION_MS": "5000", "NOVA_CLIENT_EJECTION_MAX_MS": "1000"},
+            default_ports=PORTS,
+        )
