@@ -32,6 +32,7 @@ from interceptors.server.streams import Streams
 from interceptors.server.telemetry import RpcMetrics, Telemetry
 from services.runtime.auth import Caller, TokenCodec, current_caller
 from services.runtime.errors import STATUS_BY_ERROR, Unauthenticated
+from services.runtime.health import Health
 from services.runtime.logs import ACCESS_LINES
 from services.runtime.server_layers import DEFAULT_LAYERS, ServerLayers
 from services.runtime.spec import Closer, Dependencies, ServiceSpec
@@ -170,7 +171,7 @@ def freeze_startup_heap() -> None:
 class RunningServer:
     spec: ServiceSpec
     server: aio.Server
-    health: Any  # grpc_health.v1.health.aio.HealthServicer (untyped)
+    health: Health
     port: int
     close: Closer | None = None
     """The service's background work, finished after the last call (add_to_server's)."""
@@ -183,6 +184,7 @@ class RunningServer:
         """Drains, then stops taking calls; those in flight get `grace_seconds`, and so
         does the background work they left (cancelled after it)."""
         await self.drain()
+        await self.health.end_watches()
         await self.server.stop(grace_seconds)
         if self.close is not None:
             try:
@@ -208,7 +210,7 @@ async def start_server(
     and health too: they share the port), in plaintext otherwise."""
     server = chained_server(deps.tokens, layers, options=server_options(layers))
     close = spec.add_to_server(server, deps)
-    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_servicer = Health()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [spec.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME], server

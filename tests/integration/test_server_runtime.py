@@ -42,6 +42,27 @@ async def test_health_is_serving_then_not_serving_while_draining(deps: Dependenc
         await channel.close(None)
 
 
+async def test_open_watches_end_when_the_server_stops_instead_of_holding_its_grace(
+    deps: Dependencies,
+) -> None:
+    """Every balancing client holds a Watch on each replica; were they left open, each
+    replica's stop would wait out its whole grace period."""
+    running = await start_server(REGISTRY.services["user"], deps, host="127.0.0.1", port=0)
+    channel = aio.insecure_channel(f"127.0.0.1:{running.port}")
+    try:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        started = time.monotonic()
+        stopping = asyncio.create_task(running.stop(grace_seconds=30))
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert await watch.read() is grpc.aio.EOF  # type: ignore[attr-defined]
+        assert await watch.code() is grpc.StatusCode.OK
+        await stopping
+        assert time.monotonic() - started < 15, "the stop waited for the open Watch"
+    finally:
+        await channel.close(None)
+
+
 async def test_a_taken_port_fails_with_the_variable_to_change(deps: Dependencies) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
