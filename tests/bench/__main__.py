@@ -18,6 +18,7 @@ from tests.bench import (
     overhead,
     overhead_instructions,
     overload,
+    replicas,
     rotation,
     rpc,
 )
@@ -47,6 +48,7 @@ for scenario in (
     events,
     cache,
     analytics,
+    replicas,
 ):
     main.add_command(scenario.command)
 
