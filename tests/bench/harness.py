@@ -300,8 +300,9 @@ def bench_server(layers: ServerLayers | None) -> aio.Server:
 
 @asynccontextmanager
 async def serving_health(server: aio.Server, address: str = "127.0.0.1:0") -> AsyncIterator[int]:
-    """`server` answering grpc.health.v1.Health/Check with grpc's own health servicer (as
-    every Nova server does) at `address`, until the block ends; yields the port."""
+    """`server` answering grpc.health.v1.Health/Check with grpc's own health servicer (the
+    protocol every Nova server answers, with services.runtime.health) at `address`, until
+    the block ends; yields the port."""
     servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     port = server.add_insecure_port(address)

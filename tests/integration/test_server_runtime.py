@@ -63,6 +63,26 @@ async def test_open_watches_end_when_the_server_stops_instead_of_holding_its_gra
         await channel.close(None)
 
 
+async def test_health_of_a_service_never_set_is_not_found_with_its_name(
+    deps: Dependencies,
+) -> None:
+    running = await start_server(REGISTRY.services["user"], deps, host="127.0.0.1", port=0)
+    channel = aio.insecure_channel(f"127.0.0.1:{running.port}")
+    try:
+        stub = health_pb2_grpc.HealthStub(channel)
+        with pytest.raises(aio.AioRpcError) as unknown:
+            await stub.Check(health_pb2.HealthCheckRequest(service="nova.nope.v1.Nope"))
+        assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
+        assert "nova.nope.v1.Nope" in (unknown.value.details() or "")
+        watch = stub.Watch(health_pb2.HealthCheckRequest(service="nova.nope.v1.Nope"))
+        reply = await watch.read()
+        assert reply.status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        watch.cancel()
+    finally:
+        await channel.close(None)
+        await running.stop(0)
+
+
 async def test_a_taken_port_fails_with_the_variable_to_change(deps: Dependencies) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
