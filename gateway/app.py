@@ -160,6 +160,7 @@ class _Handler(GraphQLHTTPHandler):
         outcome = await self._executor.run(
             payload,
             authorization=request.headers.get("authorization"),
+            tenant=request.headers.get("x-nova-tenant"),
             queries_only=queries_only,
             client_address=request.client.host if request.client else None,
         )

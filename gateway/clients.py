@@ -135,8 +135,8 @@ async def open_clients(
 
 class Backend:
     """One GraphQL request's calls: each gets the time left until the request's deadline
-    and the caller's Authorization header, and the time during which at least one call
-    was in flight is summed (the gateway's own time is the rest)."""
+    and the caller's Authorization and X-Nova-Tenant headers, and the time during which at
+    least one call was in flight is summed (the gateway's own time is the rest)."""
 
     def __init__(
         self,
@@ -145,6 +145,7 @@ class Backend:
         authorization: str | None,
         deadline: float,
         client_address: str | None = None,
+        tenant: str | None = None,
     ) -> None:
         self.users = clients.users
         self.content = clients.content
@@ -153,8 +154,10 @@ class Backend:
         # The HTTP client's address, for the services' sign-in limits (which believe it
         # from trusted proxies only), on every call.
         self._metadata = (
-            (("authorization", authorization),) if authorization else ()
-        ) + forwarded_for(client_address)
+            ((("authorization", authorization),) if authorization else ())
+            + ((("x-nova-tenant", tenant),) if tenant else ())
+            + forwarded_for(client_address)
+        )
         self._deadline = deadline
         self._in_flight = 0
         self._busy_since = 0.0

@@ -27,7 +27,7 @@ from graphql import (
 )
 from graphql.execution.values import VariableValues, get_variable_values
 
-from gateway.auth import viewer_from_header
+from gateway.auth import check_tenant_header, viewer_from_header
 from gateway.clients import Backend, Clients
 from gateway.context import RequestContext
 from gateway.document_cache import DocumentCache, PreparedDocument
@@ -121,16 +121,20 @@ class Executor:
         payload: Any,
         *,
         authorization: str | None,
+        tenant: str | None = None,
         queries_only: bool = False,
         client_address: str | None = None,
     ) -> Outcome:
         """`payload`: the decoded JSON body ({query, variables, operationName, extensions});
+        `tenant`: the X-Nova-Tenant header, passed on as x-nova-tenant (the services say
+        whether it exists and the token belongs to it);
         `queries_only` for GET requests, which must not change anything; `client_address`:
         the HTTP client's IP, passed to the services (their sign-in rate limits) and the
         key of its persisted-query registration rate."""
         deadline = time.monotonic() + self.settings.request_timeout_seconds
         try:
             viewer = viewer_from_header(authorization)
+            check_tenant_header(tenant)
             runnable = self._runnable(payload, queries_only, client_address)
         except _MutationOverGet as error:
             return Outcome(405, {"errors": [request_error(error)]}, 0.0)
@@ -144,6 +148,7 @@ class Executor:
         backend = Backend(
             self.clients,
             authorization=viewer.authorization if viewer else None,
+            tenant=tenant,
             deadline=deadline,
             client_address=client_address,
         )

@@ -9,6 +9,7 @@ from services.audit.service import SPEC as AUDIT
 from services.content.service import SPEC as CONTENT
 from services.feed.service import SPEC as FEED
 from services.runtime.spec import Registry
+from services.tenant.service import SPEC as TENANT
 from services.user.service import SPEC as USER
 
 REGISTRY = Registry.of(
@@ -17,6 +18,7 @@ REGISTRY = Registry.of(
         CONTENT,
         FEED,
         ANALYTICS,
+        TENANT,
     ],
     consumers=[AUDIT],
 )

@@ -36,6 +36,7 @@ from services.runtime.db import Database
 from services.runtime.events.workers import consumer_worker, relay_worker, running_events
 from services.runtime.process import migrate_services, open_dependencies, serve
 from services.runtime.spec import Dependencies
+from services.runtime.tenancy import registry as tenant_registry
 
 # Examples are checked for what they do, not for how fast: on a shared 2-core machine one
 # can take longer than hypothesis's 200 ms default without anything being wrong (speed is
@@ -256,9 +257,24 @@ class SignedIn:
 SignUp = Callable[..., Awaitable[SignedIn]]
 
 
+NewTenant = Callable[..., Awaitable[uuid.UUID]]
+
+
+@pytest.fixture(scope="session")
+def new_tenant(deps: Dependencies) -> NewTenant:
+    """Creates a tenant with a unique slug in the registry: ``tenant_id = await new_tenant()``."""
+
+    async def create(prefix: str = "t") -> uuid.UUID:
+        async with deps.db.transaction() as conn:
+            return (await tenant_registry.create(conn, f"{prefix}-{uuid.uuid4().hex[:12]}")).id
+
+    return create
+
+
 def in_tenant(tokens: TokenCodec, who: SignedIn, tenant_id: uuid.UUID) -> SignedIn:
-    """`who` signed in to another tenant: for tests that rank or count everything of a
-    tenant (trending, active users), which the session's other tests would crowd."""
+    """`who` signed in to another tenant (one of new_tenant's): for tests that rank or count
+    everything of a tenant (trending, active users), which the session's other tests would
+    crowd."""
     caller = Caller(user_id=uuid.UUID(who.user.id), tenant_id=tenant_id, handle=who.user.handle)
     token, _ = tokens.issue(caller)
     return replace(who, token=token)

@@ -5,7 +5,8 @@ outlive its own caller, must show up in the same trace and the same request's lo
 must act for the same user. The server interceptors put those in interceptors.context;
 here they go out as the call's timeout (the smaller of an explicit timeout and what is
 left of the deadline) and as metadata: W3C `traceparent` (through OpenTelemetry's
-configured propagator), `authorization` (unless the call sets its own) and
+configured propagator), `authorization` and `x-nova-tenant` (unless the call sets its
+own) and
 `x-request-id` (a fresh one for a call made outside any RPC, so the client's and the
 server's logs of it still join up). A call with no deadline from anywhere gets
 `default_timeout_seconds`: no outgoing call waits forever.
@@ -23,7 +24,7 @@ from opentelemetry import propagate
 
 from interceptors import context
 from interceptors.client.call import Invoke, OutgoingCall
-from interceptors.context import AUTHORIZATION_KEY, REQUEST_ID_KEY
+from interceptors.context import AUTHORIZATION_KEY, REQUEST_ID_KEY, TENANT_KEY
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class Propagation:
         authorization = context.authorization.get()
         if authorization is not None and AUTHORIZATION_KEY not in present:
             added.append((AUTHORIZATION_KEY, authorization))
+        tenant = context.tenant.get()
+        if tenant is not None and TENANT_KEY not in present:
+            added.append((TENANT_KEY, tenant))
         if REQUEST_ID_KEY not in present:
             added.append((REQUEST_ID_KEY, context.request_id.get() or uuid.uuid4().hex))
         return await proceed(replace(call, timeout=timeout, metadata=(*call.metadata, *added)))

@@ -1,4 +1,5 @@
-"""Gives every RPC a request id and keeps its authorization header, for all that follows.
+"""Gives every RPC a request id and keeps its authorization and tenant headers, for all
+that follows.
 
 Early in the chain, so every later layer, every log line, the servicer and any call it
 makes downstream (the client side reads interceptors.context) see the same values. The
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from random import getrandbits
 
 from interceptors import context as rpc
-from interceptors.context import AUTHORIZATION_KEY, REQUEST_ID_KEY
+from interceptors.context import AUTHORIZATION_KEY, REQUEST_ID_KEY, TENANT_KEY
 from interceptors.server.call import Call, Method
 
 _MAX_REQUEST_ID_LENGTH = 128
@@ -40,7 +41,8 @@ def request_id_of(call: Call) -> str:
 
 
 class Propagated:
-    """The layer: sets interceptors.context's request id and authorization while a call runs."""
+    """The layer: sets interceptors.context's request id, authorization and tenant while a
+    call runs."""
 
     def for_method(self, method: Method) -> Callable[[Call], None]:
         return _begin
@@ -60,3 +62,8 @@ def _begin(call: Call) -> None:
     # in, where none is set, and a context variable's set costs more than its get.
     if authorization is not None or rpc.authorization.get() is not None:
         rpc.authorization.set(authorization)
+    tenant = call.metadata.get(TENANT_KEY)
+    if not isinstance(tenant, str):
+        tenant = None
+    if tenant is not None or rpc.tenant.get() is not None:
+        rpc.tenant.set(tenant)

@@ -14,11 +14,12 @@ from services.analytics import journal, repository
 from services.analytics.batcher import Batcher
 from services.analytics.merging import MergedReads
 from services.analytics.rows import IMPRESSIONS, ImpressionRow, encode_impressions
-from services.runtime.auth import current_tenant, require_caller
+from services.runtime.auth import require_caller
 from services.runtime.clickhouse import ClickHouse
 from services.runtime.db import Database
 from services.runtime.errors import InvalidArgument, Refused
 from services.runtime.rate_limit import RateLimiter
+from services.runtime.tenancy.current import current_tenant
 from services.runtime.validation import check_limit, parse_id, parse_ids
 
 Context = aio.ServicerContext[Any, Any]

@@ -79,10 +79,12 @@ def load_gateway_workers() -> int:
 
 
 def gateway_targets(registry: Registry, addresses: Mapping[str, str]) -> dict[str, Target]:
-    """Every registered service, at its address, as a target of the gateway's clients."""
+    """Every registered service but the admin ones, at its address, as a target of the
+    gateway's clients (the gateway serves users; tenants are managed over gRPC)."""
     return {
         name: Target(addresses[name], spec.service, spec.stub)
         for name, spec in registry.services.items()
+        if not spec.admin
     }
 
 

@@ -9,6 +9,7 @@ from services.cli.events import events, relay_command
 from services.cli.migrate import migrate
 from services.cli.seed import seed_command
 from services.cli.supervisor import follow_supervisor
+from services.cli.tenants import tenants
 from services.cli.up import serve_one, up
 from services.runtime.logs import configure_logging
 
@@ -23,5 +24,5 @@ def main() -> None:
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
-for command in (up, serve_one, migrate, seed_command, relay_command, events):
+for command in (up, serve_one, migrate, seed_command, relay_command, events, tenants):
     main.add_command(command)

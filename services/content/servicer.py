@@ -9,8 +9,9 @@ from grpc import aio
 from nova.content.v1 import content_pb2, content_pb2_grpc
 from services.content.cache import CachedPosts, post_message
 from services.content.repository import CommentRecord, ContentRepository, PostStatsRecord
-from services.runtime.auth import caller_or_none, current_tenant, require_caller
+from services.runtime.auth import caller_or_none, require_caller
 from services.runtime.pagination import paginate, read_page
+from services.runtime.tenancy.current import current_tenant
 from services.runtime.timestamps import to_timestamp
 from services.runtime.validation import check_limit, check_text, parse_id, parse_ids
 

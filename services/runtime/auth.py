@@ -16,12 +16,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import jwt
 
 from services.runtime.env import ConfigError
 from services.runtime.errors import Unauthenticated
-from services.runtime.ids import DEFAULT_TENANT_ID
 
 _ISSUER = "nova"
 _ALGORITHM = "HS256"
@@ -36,6 +36,26 @@ class Caller:
     user_id: uuid.UUID
     tenant_id: uuid.UUID
     handle: str
+
+
+@dataclass(frozen=True)
+class Admin:
+    """The holder of an admin token: may manage tenants, and is no user of any."""
+
+    subject: str
+
+
+current_admin: ContextVar[Admin | None] = ContextVar("nova_current_admin", default=None)
+
+
+def require_admin() -> Admin:
+    admin = current_admin.get()
+    if admin is None:
+        raise Unauthenticated(
+            "this call needs an admin token: send metadata 'authorization: Bearer <token>' "
+            "with a token from `nova tenants admin-token`"
+        )
+    return admin
 
 
 current_caller: ContextVar[Caller | None] = ContextVar("nova_current_caller", default=None)
@@ -54,11 +74,6 @@ def require_caller() -> Caller:
             "with a token from nova.user.v1.UserService/Authenticate"
         )
     return caller
-
-
-def current_tenant() -> uuid.UUID:
-    caller = current_caller.get()
-    return caller.tenant_id if caller else DEFAULT_TENANT_ID
 
 
 def key_id(key: str) -> str:
@@ -127,7 +142,50 @@ class TokenCodec:
         self._verified[token] = (caller, expires)
         return caller
 
+    @property
+    def admin_audience(self) -> str:
+        """The audience of admin tokens: a user's token is never an admin's, nor the
+        reverse, though one key signs both."""
+        return f"{self.audience}:admin"
+
+    def issue_admin(self, name: str, ttl: timedelta) -> tuple[str, datetime]:
+        """An admin token for the tenant service (`nova tenants admin-token`), naming who
+        holds it (`sub`, shown in the access log)."""
+        now = datetime.now(UTC)
+        expires = now + ttl
+        claims = {
+            "iss": _ISSUER,
+            "aud": self.admin_audience,
+            "sub": f"admin:{name}",
+            "iat": now,
+            "exp": expires,
+        }
+        token = jwt.encode(claims, self.secret, algorithm=_ALGORITHM, headers={"kid": self.key_id})
+        return token, expires
+
+    def verify_admin(self, token: str) -> Admin:
+        claims, _ = self._claims(token, self.admin_audience, ("exp", "sub", "iss", "aud"))
+        subject = str(claims["sub"])
+        if not subject.startswith("admin:"):
+            raise _not_valid()
+        return Admin(subject)
+
     def _check(self, token: str) -> tuple[Caller, float]:
+        claims, expires = self._claims(token, self.audience, ("exp", "sub", "tid", "iss", "aud"))
+        try:
+            caller = Caller(
+                user_id=uuid.UUID(claims["sub"]),
+                tenant_id=uuid.UUID(claims["tid"]),
+                handle=str(claims.get("handle", "")),
+            )
+        # AttributeError: uuid.UUID's, for a `tid` that is no string (a number, a list).
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise _not_valid() from None
+        return caller, expires
+
+    def _claims(
+        self, token: str, audience: str, required: tuple[str, ...]
+    ) -> tuple[dict[str, Any], float]:
         try:
             kid = jwt.get_unverified_header(token).get("kid")
             key = self._keys.get(kid) if isinstance(kid, str) else None
@@ -140,20 +198,15 @@ class TokenCodec:
                     else "the access token is not valid (it names no signing key); call "
                     "Authenticate for a new one"
                 )
-            claims = jwt.decode(
+            claims: dict[str, Any] = jwt.decode(
                 token,
                 key,
                 algorithms=[_ALGORITHM],
                 issuer=_ISSUER,
-                audience=self.audience,
-                options={"require": ["exp", "sub", "tid", "iss", "aud"]},
+                audience=audience,
+                options={"require": list(required)},
             )
-            caller = Caller(
-                user_id=uuid.UUID(claims["sub"]),
-                tenant_id=uuid.UUID(claims["tid"]),
-                handle=str(claims.get("handle", "")),
-            )
-            return caller, float(claims["exp"])
+            return claims, float(claims["exp"])
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("the access token has expired; call Authenticate again") from None
         except (jwt.MissingRequiredClaimError, jwt.InvalidAudienceError) as error:
@@ -161,10 +214,14 @@ class TokenCodec:
                 raise _not_valid() from None
             raise Unauthenticated(
                 f"the access token is not valid here: it is not meant for audience "
-                f"{self.audience!r}; call Authenticate for a new one"
+                f"{audience!r}; "
+                + (
+                    "this service takes an admin token (`nova tenants admin-token`)"
+                    if audience == self.admin_audience
+                    else "call Authenticate for a new one"
+                )
             ) from None
-        # AttributeError: uuid.UUID's, for a `tid` that is no string (a number, a list).
-        except (jwt.InvalidTokenError, ValueError, KeyError, TypeError, AttributeError):
+        except (jwt.InvalidTokenError, ValueError, KeyError, TypeError):
             raise _not_valid() from None
 
 

@@ -18,6 +18,8 @@ from services.runtime.migrations import migrate
 from services.runtime.redis_client import open_redis
 from services.runtime.server import RunningServer, start_server
 from services.runtime.spec import ConsumerSpec, Dependencies, ServiceSpec
+from services.runtime.tenancy import registry as tenant_registry
+from services.runtime.tenancy.directory import TenantDirectory
 
 EVENTS_APPLICATION_NAME = "nova-events"
 """The event pool's connections' application_name, to tell them apart in pg_stat_activity."""
@@ -124,17 +126,28 @@ async def open_dependencies(
             previous_secrets=config.auth_previous_secrets,
             audience=config.auth_audience,
         )
-        yield Dependencies(config=config, db=db, tokens=tokens, redis=redis, clickhouse=clickhouse)
+        yield Dependencies(
+            config=config,
+            db=db,
+            tokens=tokens,
+            redis=redis,
+            clickhouse=clickhouse,
+            tenants=TenantDirectory(db),
+        )
 
 
 async def migrate_services(
     db: Database, specs: Iterable[ServiceSpec], consumers: Iterable[ConsumerSpec] = ()
 ) -> dict[str, list[str]]:
-    """Applies pending migrations of the event machinery ("events"), of each consumer
+    """Applies pending migrations of the tenant registry ("tenants"), of the event
+    machinery ("events"), of each consumer
     group's schema and of each service (its own, then its outbox's when it declares
     aggregate types); returns what was applied, by name."""
     applied = {}
     async with db.connection() as conn:
+        applied["tenants"] = await migrate(
+            conn, schema=tenant_registry.SCHEMA, directory=tenant_registry.MIGRATIONS
+        )
         applied["events"] = await migrate(
             conn, schema=events_schema.SCHEMA, directory=events_schema.MIGRATIONS
         )
@@ -147,6 +160,9 @@ async def migrate_services(
                 conn, schema=consumer.schema, directory=consumer.migrations
             )
         for spec in specs:
+            if spec.schema == tenant_registry.SCHEMA:
+                applied[spec.name] = []  # the runtime's, migrated first
+                continue
             done = await migrate(conn, schema=spec.schema, directory=spec.migrations)
             if spec.aggregate_types:
                 done += [f"outbox/{name}" for name in await migrate_outbox(conn, spec.schema)]

@@ -30,12 +30,15 @@ from interceptors.server.errors import ErrorMapping
 from interceptors.server.propagated import Propagated
 from interceptors.server.streams import Streams
 from interceptors.server.telemetry import RpcMetrics, Telemetry
-from services.runtime.auth import Caller, TokenCodec, current_caller
+from interceptors.server.tenant import Tenancy
+from services.runtime.auth import Caller, TokenCodec, current_admin, current_caller
 from services.runtime.errors import STATUS_BY_ERROR, Unauthenticated
 from services.runtime.health import Health
 from services.runtime.logs import ACCESS_LINES
 from services.runtime.server_layers import DEFAULT_LAYERS, ServerLayers
 from services.runtime.spec import Closer, Dependencies, ServiceSpec
+from services.runtime.tenancy.current import TenantEntry
+from services.runtime.tenancy.directory import TenantDirectory
 from services.runtime.tls import ServerTls, is_loopback
 
 _log = structlog.get_logger("nova.server")
@@ -86,6 +89,8 @@ def chained_server(
     layers: ServerLayers = DEFAULT_LAYERS,
     *,
     options: Sequence[tuple[str, Any]] = (),
+    tenants: TenantDirectory | None = None,
+    admin: bool = False,
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
 ) -> ChainedServer:
@@ -93,7 +98,12 @@ def chained_server(
     their handlers rather than as a grpc.aio interceptor, which costs more per call
     (interceptors.server.chained_server)."""
     chain = build_chain(
-        tokens, layers, tracer_provider=tracer_provider, meter_provider=meter_provider
+        tokens,
+        layers,
+        tenants=tenants,
+        admin=admin,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
     )
     return ChainedServer(chain, aio.server(options=options))
 
@@ -102,12 +112,15 @@ def build_chain(
     tokens: TokenCodec,
     layers: ServerLayers = DEFAULT_LAYERS,
     *,
+    tenants: TenantDirectory | None = None,
+    admin: bool = False,
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
 ) -> Chain:
     """The server chain, running these layers, outermost first (providers: the process's
-    unless given). One chain, not one grpc.aio interceptor per layer: grpc.aio awaits each
-    interceptor and rebuilds the handler on every call (see interceptors.server.chain).
+    unless given; `tenants`: the registry's, else only the default tenant is known). One
+    chain, not one grpc.aio interceptor per layer: grpc.aio awaits each interceptor and
+    rebuilds the handler on every call (see interceptors.server.chain).
 
     1. Telemetry: its span is current for every later layer, so their log lines carry its
        trace id, and its duration covers refused calls too.
@@ -124,8 +137,13 @@ def build_chain(
     7. Error mapping, around the servicer: every layer above sees a status code (not a
        domain exception), and the stack of an unexpected error is logged inside the span.
        The layers above raise nothing but aborts, so nothing escapes it unmapped.
-    8. Auth, innermost: it verifies a token only once the layers above have admitted the
-       call, and sets the caller for the servicer (the access log reads it at the end).
+    8. Auth: it verifies a token only once the layers above have admitted the call, and
+       sets the caller for the servicer (the access log reads it at the end).
+    9. Tenancy, innermost: the tenant the call names (x-nova-tenant), checked against the
+       caller's token, becomes current for the servicer.
+
+    An `admin` server (the tenant service's) verifies admin tokens instead of users', and
+    acts in no tenant.
     """
     rpc_metrics = (
         RpcMetrics(metrics.get_meter("nova.server", meter_provider=meter_provider))
@@ -143,7 +161,12 @@ def build_chain(
         Backpressure(layers.backpressure, rejected) if layers.backpressure else None,
         Streams(layers.streams, rejected) if layers.streams else None,
         ErrorMapping(STATUS_BY_ERROR),
-        Auth(tokens.verify, current_caller, Unauthenticated),
+        Auth(tokens.verify_admin, current_admin, Unauthenticated)
+        if admin
+        else Auth(tokens.verify, current_caller, Unauthenticated),
+        None
+        if admin
+        else Tenancy(TenantEntry(tenants if tenants is not None else TenantDirectory(None))),
     ]
     return Chain([layer for layer in built if layer is not None])
 
@@ -208,7 +231,13 @@ async def start_server(
 ) -> RunningServer:
     """Serves `spec` on host:port (0: a free one), over TLS when `tls` is given (reflection
     and health too: they share the port), in plaintext otherwise."""
-    server = chained_server(deps.tokens, layers, options=server_options(layers))
+    server = chained_server(
+        deps.tokens,
+        layers,
+        options=server_options(layers),
+        tenants=deps.tenants,
+        admin=spec.admin,
+    )
     close = spec.add_to_server(server, deps)
     health_servicer = Health()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +25,7 @@ from services.runtime.clickhouse import ClickHouse
 from services.runtime.config import Config
 from services.runtime.db import Database
 from services.runtime.events.model import Transport, topic_for
+from services.runtime.tenancy.directory import TenantDirectory
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 
@@ -41,6 +42,9 @@ class Dependencies:
     clickhouse: ClickHouse | None = None
     """The process's ClickHouse (chdb or a server), when a service asked for it
     (ServiceSpec.clickhouse_migrations)."""
+    tenants: TenantDirectory = field(default_factory=lambda: TenantDirectory(None))
+    """The tenant registry as the servers read it (cached); without one, only the default
+    tenant."""
 
 
 class Runs(Protocol):
@@ -101,6 +105,8 @@ class ServiceSpec:
     """Consumer groups it owns, run beside the registry's own."""
     uses_redis: bool = False
     """`nova serve <name>` opens Redis (Dependencies.redis) for it; `nova up` always does."""
+    admin: bool = False
+    """Its callers are admins (admin tokens, not users'), acting in no tenant."""
     clickhouse_migrations: Path | None = None
     """Its ClickHouse schema: the process serving it opens ClickHouse
     (Dependencies.clickhouse) and applies these before it serves."""

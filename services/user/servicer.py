@@ -11,10 +11,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
 from nova.user.v1 import user_pb2, user_pb2_grpc
-from services.runtime.auth import Caller, TokenCodec, caller_or_none, current_tenant, require_caller
+from services.runtime.auth import Caller, TokenCodec, caller_or_none, require_caller
 from services.runtime.errors import InvalidArgument, Refused, Unauthenticated
 from services.runtime.ids import new_id
 from services.runtime.pagination import paginate, read_page
+from services.runtime.tenancy.current import current_tenant
 from services.runtime.timestamps import to_timestamp
 from services.runtime.validation import check_text, parse_id, parse_ids
 from services.user.cache import CachedPreferences

@@ -31,7 +31,7 @@ from services.runtime.migrations import migrate
 from services.runtime.rate_limit import Rate
 from services.runtime.server import start_server
 from services.runtime.spec import Dependencies
-from tests.conftest import fresh_database
+from tests.conftest import NewTenant, fresh_database
 
 
 @asynccontextmanager
@@ -175,7 +175,7 @@ async def test_a_batch_a_dead_flusher_inserted_is_not_inserted_again(
 
 
 async def test_a_full_backlog_refuses_impressions_with_a_retry_hint_and_shutdown_writes_it(
-    stores: tuple[Database, ClickHouse], deps: Dependencies
+    stores: tuple[Database, ClickHouse], deps: Dependencies, new_tenant: NewTenant
 ) -> None:
     db, ch = stores
     analytics = replace(
@@ -185,9 +185,11 @@ async def test_a_full_backlog_refuses_impressions_with_a_retry_hint_and_shutdown
         flush_interval_seconds=60,
     )
     config = replace(deps.config, analytics=analytics, shutdown_grace_seconds=5)
-    own = Dependencies(config=config, db=db, tokens=deps.tokens, clickhouse=ch)
+    own = Dependencies(
+        config=config, db=db, tokens=deps.tokens, clickhouse=ch, tenants=deps.tenants
+    )
     running = await start_server(SPEC, own, host="127.0.0.1", port=0)
-    caller = Caller(user_id=uuid.uuid4(), tenant_id=uuid.uuid4(), handle="backlog")
+    caller = Caller(user_id=uuid.uuid4(), tenant_id=await new_tenant(), handle="backlog")
     token, _ = deps.tokens.issue(caller)
     metadata = (("authorization", f"Bearer {token}"),)
     post = str(uuid.uuid4())
@@ -217,15 +219,19 @@ async def test_a_full_backlog_refuses_impressions_with_a_retry_hint_and_shutdown
 
 
 async def test_one_user_sending_too_often_is_refused_and_others_are_not(
-    stores: tuple[Database, ClickHouse], deps: Dependencies
+    stores: tuple[Database, ClickHouse], deps: Dependencies, new_tenant: NewTenant
 ) -> None:
     db, ch = stores
     analytics = replace(deps.config.analytics, impression_calls=Rate(per_minute=1, burst=2))
     own = Dependencies(
-        config=replace(deps.config, analytics=analytics), db=db, tokens=deps.tokens, clickhouse=ch
+        config=replace(deps.config, analytics=analytics),
+        db=db,
+        tokens=deps.tokens,
+        clickhouse=ch,
+        tenants=deps.tenants,
     )
     running = await start_server(SPEC, own, host="127.0.0.1", port=0)
-    tenant = uuid.uuid4()
+    tenant = await new_tenant()
     eager, other = (
         (("authorization", f"Bearer {deps.tokens.issue(Caller(uuid.uuid4(), tenant, h))[0]}"),)
         for h in ("eager", "other")

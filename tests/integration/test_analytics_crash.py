@@ -32,6 +32,7 @@ from services.registry import REGISTRY
 from services.runtime.auth import Caller, TokenCodec
 from services.runtime.db import Database, open_database
 from services.runtime.process import migrate_services
+from services.runtime.tenancy import registry as tenant_registry
 from services.user.repository import UserRepository
 from tests.brokers import free_port
 from tests.conftest import fresh_database
@@ -198,6 +199,8 @@ async def test_sigkills_lose_no_accepted_impression_and_count_no_event_twice(
     token, _ = codec.issue(Caller(user_id=users[0], tenant_id=tenant, handle="viewer"))
     async with open_database(crash_database, size=10, acquire_timeout_ms=10_000) as db:
         await migrate_services(db, REGISTRY.services.values(), REGISTRY.consumers.values())
+        async with db.transaction() as conn:
+            await tenant_registry.create(conn, "crash", tenant_id=tenant)
         workers = [
             Worker(["relay"], env, tmp_path / "relay.log"),
             Worker(["events", "consume", "--group", GROUP], env, tmp_path / "consumer.log"),

@@ -21,7 +21,7 @@ from services.analytics.events import GROUP
 from services.registry import REGISTRY
 from services.runtime.events.workers import consumer_worker, relay_worker, running_events
 from services.runtime.spec import Dependencies
-from tests.conftest import SignedIn, SignUp, events_settled, in_tenant
+from tests.conftest import NewTenant, SignedIn, SignUp, events_settled, in_tenant
 
 Metrics = dict[str, tuple[int, int, int]]
 
@@ -76,11 +76,12 @@ async def test_impressions_likes_and_comments_become_metrics_trending_and_active
     channels: dict[str, aio.Channel],
     deps: Dependencies,
     analytics_events: Callable[[], Awaitable[None]],
+    new_tenant: NewTenant,
 ) -> None:
     content = content_pb2_grpc.ContentServiceStub(channels["content"])
     # A tenant of their own: the session's other posts and users would crowd the ranking
     # and the count.
-    tenant = uuid.uuid4()
+    tenant = await new_tenant()
     author, fan, lurker = [
         in_tenant(deps.tokens, await sign_up(prefix), tenant) for prefix in ("aa", "af", "al")
     ]

@@ -25,7 +25,7 @@ from services.registry import REGISTRY
 from services.runtime.analytics_settings import AnalyticsSettings
 from services.runtime.process import serve
 from services.runtime.spec import Dependencies
-from tests.conftest import EventsSettled, SignedIn, SignUp, in_tenant
+from tests.conftest import EventsSettled, NewTenant, SignedIn, SignUp, in_tenant
 from tests.integration.test_gateway_feed import FEED_QUERY, FEED_RPCS, Gateway, open_gateway
 
 RECORD = """mutation($ids: [ID!]!, $dwell: Int) {
@@ -189,10 +189,14 @@ async def test_view_counts_of_two_lists_are_at_most_a_batch_each_of_at_most_100_
 
 
 async def test_trending_posts_come_most_engaging_first_without_deleted_ones(
-    gateway: Gateway, sign_up: SignUp, channels: dict[str, aio.Channel], deps: Dependencies
+    gateway: Gateway,
+    sign_up: SignUp,
+    channels: dict[str, aio.Channel],
+    deps: Dependencies,
+    new_tenant: NewTenant,
 ) -> None:
     # A tenant of their own: the session's other posts would crowd the ranking.
-    tenant = uuid.uuid4()
+    tenant = await new_tenant()
     author = in_tenant(deps.tokens, await sign_up("gt"), tenant)
     viewer = in_tenant(deps.tokens, await sign_up("gt"), tenant)
     hot, warm, cold, gone = await create_posts(channels, author, 4, "trending")

@@ -23,11 +23,12 @@ BANNER = [
     "nova: content         nova.content.v1.ContentService           127.0.0.1:41002",
     "nova: feed            nova.feed.v1.FeedService                 127.0.0.1:41003",
     "nova: analytics       nova.analytics.v1.AnalyticsService       127.0.0.1:41005",
+    "nova: tenant          nova.tenant.v1.TenantService             127.0.0.1:41006",
     "nova: gateway         GraphQL (GraphiQL in a browser)          http://127.0.0.1:41004/graphql",
     # Only the first is a live process (this test's); the others are past any pid_max.
     f"nova: processes: user (pid {os.getpid()}), content (pid 9000002), feed (pid 9000003), "
-    "analytics (pid 9000008), relay (pid 9000004), events (pid 9000005), gateway.1 (pid 9000006), "
-    "gateway.2 (pid 9000007)",
+    "analytics (pid 9000008), tenant (pid 9000009), relay (pid 9000004), events (pid 9000005), "
+    "gateway.1 (pid 9000006), gateway.2 (pid 9000007)",
     "nova: ready (Ctrl-C to stop)",
 ]
 
@@ -53,6 +54,7 @@ def test_a_processes_banner_gives_the_endpoints_and_each_part() -> None:
         "content": "127.0.0.1:41002",
         "feed": "127.0.0.1:41003",
         "analytics": "127.0.0.1:41005",
+        "tenant": "127.0.0.1:41006",
     }
     assert set(started.parts) == {
         "gateway",
@@ -60,6 +62,7 @@ def test_a_processes_banner_gives_the_endpoints_and_each_part() -> None:
         "content",
         "feed",
         "analytics",
+        "tenant",
         "event workers",
     }
     assert started.pids["gateway.2"] == 9000007

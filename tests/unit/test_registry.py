@@ -16,12 +16,13 @@ from services.user.service import SPEC as USER
 
 
 def test_the_build_registers_its_services_and_derives_ports_topics_and_outboxes() -> None:
-    assert list(REGISTRY.services) == ["user", "content", "feed", "analytics"]
+    assert list(REGISTRY.services) == ["user", "content", "feed", "analytics", "tenant"]
     assert REGISTRY.default_ports == {
         "user": 50051,
         "content": 50052,
         "feed": 50053,
         "analytics": 50054,
+        "tenant": 50055,
     }
     assert REGISTRY.topics == ("nova.user.v1", "nova.post.v1")
     assert REGISTRY.outbox_schemas == ["user_service", "content_service"]

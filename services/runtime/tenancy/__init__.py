@@ -1,0 +1,1 @@
+"""Tenants: the registry every service resolves callers' tenants in, and the current one."""
